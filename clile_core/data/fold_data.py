@@ -1,0 +1,72 @@
+"""Everything a stage needs about one fold: the manifest, labels, the split and subject indices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clile_core.config import DataConfig
+from clile_core.data.folds import FoldSplit, split_fold
+from clile_core.data.manifest import au_columns, manifest_hash, read_manifest
+
+
+@dataclass
+class FoldData:
+    dataset: str
+    fold: int
+    manifest: pd.DataFrame
+    images_root: Path
+    labels: np.ndarray  # (frames, AUs) in {1, 0, -1}
+    au_names: list[str]
+    split: FoldSplit
+    manifest_hash: str
+
+    def subject_index(self, rows: np.ndarray) -> np.ndarray:
+        """Index of each row's subject among the training subjects (the ILE row); -1 for others."""
+        lookup = {s: i for i, s in enumerate(self.split.train_subjects)}
+        return np.array([lookup.get(s, -1) for s in self.manifest["subject"].to_numpy()[rows]], dtype=np.int64)
+
+
+def synthetic_dir(cfg: DataConfig) -> Path:
+    """One folder per generation parameter set, so tests and demos of other sizes never collide."""
+    name = f"{cfg.au_set}_{cfg.synthetic_subjects}x{cfg.synthetic_frames}_{cfg.synthetic_size}px_seed{cfg.synthetic_seed}"
+    return Path(cfg.synthetic_root) / name
+
+
+def resolve_manifest(cfg: DataConfig) -> tuple[Path, Path]:
+    """(manifest file, images root) for the configured dataset, generating the synthetic set if needed."""
+    if cfg.dataset == "synthetic":
+        from clile_core.data.synthetic import ensure_dataset
+
+        root = synthetic_dir(cfg)
+        manifest = ensure_dataset(
+            root, subjects=cfg.synthetic_subjects, frames_per_subject=cfg.synthetic_frames,
+            size=cfg.synthetic_size, au_set=cfg.au_set, seed=cfg.synthetic_seed,
+        )
+        return Path(manifest), root / "images"
+    if not cfg.manifest or not cfg.images:
+        raise ValueError(
+            f"dataset {cfg.dataset} needs data.manifest and data.images (e.g. --set data.manifest=bp4d.csv "
+            f"--set data.images=/data/BP4D/images); write the manifest with `python -m clile_core.data.prepare`"
+        )
+    return Path(cfg.manifest), Path(cfg.images)
+
+
+def load_fold_data(cfg: DataConfig, fold: int) -> FoldData:
+    manifest_path, images_root = resolve_manifest(cfg)
+    manifest = read_manifest(manifest_path).reset_index(drop=True)
+    aus = au_columns(manifest)
+    split = split_fold(manifest, cfg.dataset, fold, cfg.val_fraction, cfg.seen_fraction, cfg.split_seed)
+    return FoldData(
+        dataset=cfg.dataset,
+        fold=fold,
+        manifest=manifest,
+        images_root=images_root,
+        labels=manifest[aus].to_numpy(dtype=np.int64),
+        au_names=aus,
+        split=split,
+        manifest_hash=manifest_hash(manifest),
+    )

@@ -1,0 +1,1 @@
+"""Backbones (registry), feature encoders and the embedding heads of CL-ILE."""

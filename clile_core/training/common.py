@@ -1,0 +1,84 @@
+"""Pieces the three stages share: BCE weighting, result records, feature batching."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from clile_core.atomic import write_text
+from clile_core.config import RunConfig, StageConfig, to_dict
+from clile_core.features import FeatureStore
+from clile_core.losses import inverse_frequency_weights, selective_learning_weights
+from clile_core.metrics import f1_table
+from clile_core.training.loop import Evaluation, FitResult
+
+Weighter = Callable[[torch.Tensor], torch.Tensor | None]
+
+
+def bce_weighter(kind: str, train_labels: np.ndarray) -> Weighter:
+    """Eq. 2's w_c as configured: per-batch selective learning, fold-level inverse frequency, or none."""
+    if kind == "selective":
+        return selective_learning_weights
+    if kind == "inverse_frequency":
+        fixed = inverse_frequency_weights(torch.as_tensor(train_labels))
+        return lambda labels: fixed
+    return lambda labels: None
+
+
+@dataclass
+class StageResult:
+    stage: str
+    out_dir: Path
+    metrics: dict[str, float]  # best val F1, test_f1_*, seen_f1_*, best_epoch
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def save(self, cfg: RunConfig) -> None:
+        payload = {"stage": self.stage, "metrics": self.metrics, "history": self.history, "config": to_dict(cfg)}
+        write_text(self.out_dir / "result.json", json.dumps(payload, indent=1))
+
+    @classmethod
+    def load(cls, out_dir: Path) -> "StageResult":
+        payload = json.loads((Path(out_dir) / "result.json").read_text())
+        return cls(payload["stage"], Path(out_dir), payload["metrics"], payload["history"])
+
+
+def final_metrics(fit: FitResult, evaluations: dict[str, Evaluation], au_names: list[str], threshold: float) -> dict[str, float]:
+    """``test_f1_AU1 … test_f1_avg``, ``seen_f1_…`` and the selection record, in percent."""
+    metrics: dict[str, float] = {"best_epoch": float(fit.best_epoch), "best_val_f1_avg": 100.0 * fit.best_val_f1}
+    for split, evaluation in evaluations.items():
+        per_au, _ = evaluation.f1(threshold)
+        metrics.update(f1_table(per_au, au_names, prefix=f"{split}_"))
+    return metrics
+
+
+def feature_batches(
+    features: FeatureStore, rows: np.ndarray, cfg: StageConfig, generator: torch.Generator, views: list[str]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled training batches of (tokens, rows), each sample drawn from a random cached view."""
+    rows_t = torch.as_tensor(rows, dtype=torch.long)
+    order = rows_t[torch.randperm(len(rows_t), generator=generator)]
+    view_ids = torch.randint(len(views), (len(order),), generator=generator)
+    for start in range(0, len(order), cfg.batch_size):
+        batch_rows = order[start : start + cfg.batch_size]
+        if len(batch_rows) < 2 and len(order) > 1:  # a batch of one breaks the batch statistics of Eq. 2's weights
+            continue
+        yield features.gather_mixed(batch_rows, view_ids[start : start + cfg.batch_size], views), batch_rows
+
+
+@torch.no_grad()
+def evaluate_features(
+    features: FeatureStore, rows: np.ndarray, labels: np.ndarray, logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device, batch_size: int = 512,
+) -> Evaluation:
+    """Probabilities on the centre view of ``rows``, batched so huge test folds fit in memory."""
+    probs = []
+    for start in range(0, len(rows), batch_size):
+        tokens = features.gather(rows[start : start + batch_size]).to(device)
+        probs.append(torch.sigmoid(logits_fn(tokens).float()).cpu())
+    stacked = torch.cat(probs).numpy() if probs else np.zeros((0, labels.shape[1]))
+    return Evaluation(stacked, labels[rows])

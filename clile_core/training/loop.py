@@ -1,0 +1,126 @@
+"""The epoch loop every stage shares: SGD, plateau schedule on validation F1, best-epoch selection,
+non-finite loss detection, and per-epoch metrics delivered to a callback."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from clile_core.config import StageConfig
+from clile_core.metrics import f1_per_au, f1_table
+
+
+class EpochCallback(Protocol):
+    def __call__(self, stage: str, epoch: int, metrics: dict[str, float]) -> None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or inf; the orchestrator fails the trial with this reason."""
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was requested but no CUDA GPU is visible; use --set device=cpu or auto")
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def check_finite(terms: dict[str, torch.Tensor], stage: str, epoch: int, step: int) -> None:
+    for name, value in terms.items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(f"{stage}: loss term {name} became {value.item()} at epoch {epoch}, step {step}")
+
+
+@dataclass
+class Evaluation:
+    probs: np.ndarray
+    labels: np.ndarray
+
+    def f1(self, threshold: float) -> tuple[np.ndarray, float]:
+        return f1_per_au(self.probs, self.labels, threshold)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_f1: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+Batch = tuple[torch.Tensor, ...]
+
+
+def fit(
+    stage: str,
+    model: nn.Module,
+    cfg: StageConfig,
+    train_batches: Callable[[], Iterable[Batch]],
+    loss_terms: Callable[[Batch], dict[str, torch.Tensor]],
+    validate: Callable[[], Evaluation],
+    au_names: list[str],
+    threshold: float,
+    device: torch.device,
+    callback: EpochCallback | None = None,
+) -> FitResult:
+    """Train ``model``'s trainable parameters; afterwards it holds the weights of the best validation epoch.
+
+    ``loss_terms`` returns the named terms plus their weighted sum under 'loss'; each is logged per epoch.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+    result = FitResult(best_epoch=-1, best_val_f1=-math.inf)
+    best_state = copy.deepcopy(model.state_dict())
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.time()
+        model.train()
+        sums: dict[str, float] = {}
+        steps = 0
+        for steps, batch in enumerate(train_batches(), start=1):
+            with autocast(device):
+                terms = loss_terms(batch)
+            check_finite(terms, stage, epoch, steps)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+        model.eval()
+        per_au, val_avg = validate().f1(threshold)
+        scheduler.step(val_avg)
+        metrics = {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+        metrics.update(f1_table(per_au, au_names, prefix="val_"))
+        metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["epoch_seconds"] = time.time() - start
+        result.history.append({"epoch": epoch, **metrics})
+        if val_avg > result.best_val_f1:
+            result.best_val_f1, result.best_epoch = val_avg, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        print(
+            f"[{stage}] epoch {epoch}/{cfg.epochs} loss {metrics.get('train_loss', float('nan')):.4f} "
+            f"val F1 {100 * val_avg:.1f} (best {100 * result.best_val_f1:.1f} @ {result.best_epoch}) "
+            f"{metrics['epoch_seconds']:.1f}s",
+            file=sys.stderr,
+        )
+        if callback is not None:
+            callback(stage, epoch, metrics)
+    model.load_state_dict(best_state)
+    model.eval()
+    return result

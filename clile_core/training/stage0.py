@@ -1,0 +1,64 @@
+"""Stage 0: backbone + linear AU head trained end to end with weighted BCE (ablation row A0, Table 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from clile_core.atomic import atomic_path
+from clile_core.config import RunConfig
+from clile_core.data.fold_data import FoldData
+from clile_core.data.images import FrameDataset, eval_transform, train_transform
+from clile_core.losses import weighted_bce
+from clile_core.model_io import save_model
+from clile_core.models.backbones import create_backbone
+from clile_core.models.encoder import Stage0Model
+from clile_core.training.common import StageResult, bce_weighter, final_metrics
+from clile_core.training.loop import EpochCallback, Evaluation, fit, select_device
+
+BACKBONE_FILE = "backbone.pt"
+
+
+@torch.no_grad()
+def _predict_images(model: Stage0Model, data: FoldData, rows: np.ndarray, cfg: RunConfig, device: torch.device) -> Evaluation:
+    dataset = FrameDataset(data.manifest, data.images_root, rows, data.labels, eval_transform(cfg.data))
+    loader = DataLoader(dataset, batch_size=max(64, cfg.stage0.batch_size), num_workers=cfg.data.num_workers)
+    probs = [torch.sigmoid(model(images.to(device)).float()).cpu() for images, _, _ in loader]
+    return Evaluation(torch.cat(probs).numpy(), data.labels[rows])
+
+
+def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochCallback | None = None) -> StageResult:
+    """Writes ``backbone.pt`` (the frozen feature extractor of stages I/II), the A0 model and ``result.json``."""
+    torch.manual_seed(cfg.seed)
+    device = select_device(cfg.device)
+    model = Stage0Model(create_backbone(cfg.model.backbone, cfg.model.weights), len(data.au_names)).to(device)
+    train_set = FrameDataset(data.manifest, data.images_root, data.split.train, data.labels, train_transform(cfg.data))
+    loader = DataLoader(
+        train_set, batch_size=cfg.stage0.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
+        drop_last=len(train_set) > cfg.stage0.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    weights_for = bce_weighter(cfg.loss_weighting, data.labels[data.split.train])
+
+    def loss_terms(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        images, labels, _ = batch
+        labels = labels.to(device)
+        bce = weighted_bce(model(images.to(device)).float(), labels, weights_for(labels))
+        return {"bce": bce, "loss": bce}
+
+    fitted = fit(
+        "stage0", model, cfg.stage0, lambda: loader, loss_terms,
+        lambda: _predict_images(model, data, data.split.val, cfg, device),
+        data.au_names, cfg.threshold, device, callback,
+    )
+    evaluations = {split: _predict_images(model, data, getattr(data.split, split), cfg, device) for split in ("test", "seen")}
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir / BACKBONE_FILE) as tmp:
+        torch.save(model.backbone.state_dict(), tmp)
+    save_model(out_dir, "stage0", {"head": model.head.state_dict()}, out_dir / BACKBONE_FILE,
+               cfg.model, cfg.data, data.au_names, cfg.threshold)
+    result = StageResult("stage0", out_dir, final_metrics(fitted, evaluations, data.au_names, cfg.threshold), fitted.history)
+    result.save(cfg)
+    return result

@@ -1,0 +1,98 @@
+"""Stage II: general encoder F_enc^G + AU embeddings AU^G, made orthogonal to the frozen F_enc^ID."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clile_core.config import RunConfig
+from clile_core.data.fold_data import FoldData
+from clile_core.data.images import view_names
+from clile_core.features import FeatureStore
+from clile_core.losses import contrastive_loss, orth_loss, weighted_bce
+from clile_core.model_io import save_model
+from clile_core.models.encoder import FeatureEncoder, au_logits, gaussian_embeddings
+from clile_core.training.common import StageResult, bce_weighter, evaluate_features, feature_batches, final_metrics
+from clile_core.training.loop import EpochCallback, fit, select_device
+from clile_core.training.stage1 import STAGE1_FILE
+
+
+class GeneralModel(nn.Module):
+    def __init__(self, token_dim: int, n_aus: int, cfg: RunConfig):
+        super().__init__()
+        self.encoder = FeatureEncoder(token_dim, cfg.model)
+        self.au = gaussian_embeddings(n_aus, cfg.model.dim)
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return au_logits(self.encoder(tokens), self.au)
+
+
+def _init_from_stage1(model: GeneralModel, stage1: dict, token_dim: int, cfg: RunConfig, device: torch.device) -> FeatureEncoder:
+    """Frozen F_enc^ID from stage I; F_enc^G and AU^G optionally start from it (PAPER.md defaults)."""
+    id_encoder = FeatureEncoder(token_dim, cfg.model)
+    id_encoder.load_state_dict(stage1["encoder"])
+    id_encoder.requires_grad_(False)
+    if cfg.stage2.init_from_stage1:
+        model.encoder.load_state_dict(stage1["encoder"])
+    if cfg.stage2.au_init == "mean_ile":
+        with torch.no_grad():
+            model.au.copy_(F.normalize(stage1["ile"], dim=-1).mean(dim=0))
+    return id_encoder.to(device).eval()
+
+
+def train_stage2(
+    cfg: RunConfig, data: FoldData, features: FeatureStore, out_dir: Path, backbone_ckpt: Path,
+    stage1_dir: Path | None = None, callback: EpochCallback | None = None,
+) -> StageResult:
+    """Eq. 6: L2 = λ1·L_BCE + λ2·L_Orth + λ3·L_Contra, each switchable (ablation rows A1–CL-ILE)."""
+    s2 = cfg.stage2
+    if s2.use_orth and stage1_dir is None:
+        raise ValueError("stage II with L_Orth needs a stage-I model (F_enc^ID); turn stage I on or use_orth off")
+    torch.manual_seed(cfg.seed)
+    device = select_device(cfg.device)
+    model = GeneralModel(features.token_dim, len(data.au_names), cfg)
+    id_encoder = None
+    if stage1_dir is not None:
+        stage1 = torch.load(Path(stage1_dir) / STAGE1_FILE, map_location="cpu", weights_only=True)
+        id_encoder = _init_from_stage1(model, stage1, features.token_dim, cfg, device)
+    model.to(device)
+    labels_all = torch.as_tensor(data.labels, dtype=torch.float32)
+    weights_for = bce_weighter(cfg.loss_weighting, data.labels[data.split.train])
+    generator = torch.Generator().manual_seed(cfg.seed)
+    views = view_names(cfg.features.random_crops)
+
+    def loss_terms(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        tokens, rows = batch
+        tokens, labels = tokens.to(device), labels_all[rows].to(device)
+        f_g = model.encoder(tokens)
+        bce = weighted_bce(au_logits(f_g, model.au).float(), labels, weights_for(labels))
+        terms = {"bce": bce}
+        total = s2.lambda1 * bce
+        if s2.use_orth:
+            with torch.no_grad():
+                f_id = id_encoder(tokens)
+            terms["orth"] = orth_loss(f_id.float(), f_g.float(), s2.orth_eps)
+            total = total + s2.lambda2 * terms["orth"]
+        if s2.use_contra:
+            terms["contra"] = contrastive_loss(f_g.float(), model.au.float(), labels, s2.tau)
+            total = total + s2.lambda3 * terms["contra"]
+        terms["loss"] = total
+        return terms
+
+    def scores(rows):
+        return evaluate_features(features, rows, data.labels, model.logits, device)
+
+    fitted = fit(
+        "stage2", model, s2, lambda: feature_batches(features, data.split.train, s2, generator, views),
+        loss_terms, lambda: scores(data.split.val), data.au_names, cfg.threshold, device, callback,
+    )
+    evaluations = {split: scores(getattr(data.split, split)) for split in ("test", "seen")}
+    out_dir = Path(out_dir)
+    save_model(out_dir, "clile", {"encoder": model.encoder.state_dict(), "au_embeddings": model.au.detach().cpu()},
+               backbone_ckpt, cfg.model, cfg.data, data.au_names, cfg.threshold)
+    result = StageResult("stage2", out_dir, final_metrics(fitted, evaluations, data.au_names, cfg.threshold), fitted.history)
+    result.save(cfg)
+    return result

@@ -1,0 +1,101 @@
+"""Flags and the driver flow shared by ``ablate``, ``backbones`` and ``search``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from clile_core.config import ConfigError, RunConfig, load_run_config
+from clile_core.data.fold_data import resolve_manifest
+from clile_core.data.manifest import ManifestError, au_columns, manifest_hash, read_manifest
+from orchestrator.store import ArtifactStore
+from orchestrator.sweep import SweepOptions, SweepOutcome, describe, execute, sweep_key
+from orchestrator.tracking import SweepTracker, default_tracking_uri
+from orchestrator.units import Plan
+
+
+def common_parser(prog: str, description: str, default_experiment: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--dataset", default="synthetic", choices=["synthetic", "bp4d", "disfa"])
+    parser.add_argument("--manifest", help="real data: manifest from `python -m clile_core.data.prepare`")
+    parser.add_argument("--images", help="real data: images root the manifest's paths are relative to")
+    parser.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
+    parser.add_argument("--config", help="YAML overriding the dataset preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--experiment", default=default_experiment, help="MLflow experiment name")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument("--store", default="clile_store", help="artifact store directory (shared by all nodes)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (auto or HOST:PORT); default: local")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: one per CPU)")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.25, help="GPU fraction for stage I/II trials")
+    parser.add_argument("--retries", type=int, default=1, help="retries of a failing unit before it is reported failed")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (units, cached or not) and exit")
+    return parser
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    cfg: RunConfig
+    store: ArtifactStore
+    manifest_hash: str
+    au_names: list[str]
+    tracking_uri: str
+
+
+def prepare(args: argparse.Namespace) -> Context:
+    """Resolve config and data in the driver: absolute paths (trials may run elsewhere), the synthetic
+    set generated once here rather than by concurrent trials, the manifest hashed for unit keys."""
+    overrides = list(args.overrides)
+    if args.manifest:
+        overrides.append(f"data.manifest={Path(args.manifest).resolve()}")
+    if args.images:
+        overrides.append(f"data.images={Path(args.images).resolve()}")
+    cfg = load_run_config(args.dataset, args.config, overrides)
+    store = ArtifactStore(args.store)
+    data = dataclasses.replace(cfg.data, synthetic_root=str(Path(cfg.data.synthetic_root).resolve()))
+    cfg = dataclasses.replace(cfg, data=data,
+                              features=dataclasses.replace(cfg.features, cache_dir=str(store.features_dir)))
+    manifest = read_manifest(resolve_manifest(cfg.data)[0])
+    return Context(args, cfg, store, manifest_hash(manifest), au_columns(manifest), args.tracking_uri or default_tracking_uri())
+
+
+def run_command(
+    prog: str, description: str, default_experiment: str, argv: list[str] | None,
+    build_plan: Callable[[Context], Plan], report: Callable[[Context, Plan, SweepTracker, SweepOutcome], None],
+    extend_parser: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    parser = common_parser(prog, description, default_experiment)
+    if extend_parser:
+        extend_parser(parser)
+    args = parser.parse_args(argv)
+    try:
+        ctx = prepare(args)
+        plan = build_plan(ctx)
+    except (ConfigError, ManifestError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[{plan.command}] store {ctx.store.root} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'", file=sys.stderr)
+    if args.dry_run:
+        print(describe(plan, ctx.store))
+        return 0
+    tracker = SweepTracker(ctx.tracking_uri, args.experiment, plan.command, args.dataset, sweep_key(plan),
+                           {"command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
+                            "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
+    if tracker.resumed:
+        print(f"[{plan.command}] resuming unfinished parent run {tracker.parent_id}", file=sys.stderr)
+    options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries)
+    error: BaseException | None = None
+    try:
+        outcome = execute(plan, ctx.store, tracker, options)
+        report(ctx, plan, tracker, outcome)
+    except BaseException as exc:  # KeyboardInterrupt included: the runs must not stay RUNNING
+        error = exc
+        raise
+    finally:
+        tracker.close(SweepTracker.status_for(error))
+    return 0 if not outcome.failed and not outcome.skipped else 1

@@ -1,0 +1,82 @@
+"""Running one unit: the Ray Tune trainable (also callable in-process), writing into the artifact store."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from clile_core.atomic import write_text
+from clile_core.data.fold_data import load_fold_data
+from clile_core.pipeline import stage0_features
+from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
+from clile_core.training.stage1 import train_stage1
+from clile_core.training.stage2 import train_stage2
+from orchestrator.store import UNIT_RECORD, ArtifactStore
+from orchestrator.units import Unit
+
+Report = Callable[[dict[str, Any]], None]
+FAIL_ENV = "CLILE_FAIL_UNITS"  # comma-separated unit-key prefixes to fail on purpose (fault-injection tests)
+
+
+def _inject_failure(unit: Unit) -> None:
+    for prefix in filter(None, os.environ.get(FAIL_ENV, "").split(",")):
+        if unit.key.startswith(prefix) or prefix in unit.variants:
+            raise RuntimeError(f"injected failure for unit {unit.key} ({FAIL_ENV}={os.environ[FAIL_ENV]})")
+
+
+def run_unit(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
+    """Train ``unit`` (its upstream units must be complete) and return its ``unit.json`` record.
+
+    ``report`` receives each epoch's metrics (and the final ones) as they come.
+    """
+    if store.is_complete(unit.key):
+        return store.record(unit.key)
+    _inject_failure(unit)
+    cfg = unit.run_config()
+    data = load_fold_data(cfg.data, unit.fold)
+    start = time.time()
+
+    def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        report({"epoch": epoch, **metrics})
+
+    with store.workspace(unit) as workdir:
+        if unit.stage == "stage0":
+            result = train_stage0(cfg, data, workdir, on_epoch)
+            # Features are part of the stage-0 unit so the stage I/II units of a fold, which may run
+            # concurrently, all find them cached instead of racing to compute them.
+            stage0_features(cfg, data, workdir)
+        else:
+            stage0_dir = store.unit_dir(unit.upstream["stage0"])
+            features = stage0_features(cfg, data, stage0_dir)
+            if unit.stage == "stage1":
+                result = train_stage1(cfg, data, features, workdir, on_epoch)
+            else:
+                stage1 = unit.upstream.get("stage1")
+                result = train_stage2(cfg, data, features, workdir, stage0_dir / BACKBONE_FILE,
+                                      store.unit_dir(stage1) if stage1 else None, on_epoch)
+        record = {
+            "key": unit.key, "stage": unit.stage, "fold": unit.fold, "metrics": result.metrics,
+            "history": result.history, "train_seconds": time.time() - start, "host": socket.gethostname(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        write_text(workdir / UNIT_RECORD, json.dumps(record, indent=1))
+    report({"done": 1, **{k: v for k, v in result.metrics.items() if isinstance(v, float) and math.isfinite(v)}})
+    return record
+
+
+def tune_trainable(config: dict[str, Any]) -> None:
+    """Ray Tune entry point: ``config`` names the store and the unit key; everything else is in the store."""
+    from ray import tune
+
+    threads = int(config.get("threads", 1))
+    torch.set_num_threads(max(1, threads))
+    store = ArtifactStore(config["store"])
+    unit = store.load_spec(config["unit"])
+    run_unit(store, unit, lambda metrics: tune.report(metrics))

@@ -1,0 +1,160 @@
+"""MLflow for a sweep: one parent run per command invocation, one child run per unit.
+
+Only the driver writes to MLflow (trials report to it through Ray Tune), so an SQLite store has a
+single writer and worker nodes of a cluster need no access to the tracking server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+import clile_core
+from clile_core.config import flatten
+from orchestrator.units import Unit
+
+SWEEP_TAG = "sweep_key"
+UNIT_TAG = "unit_key"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{clile_core.__version__}+{sha}" if sha else clile_core.__version__
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """Get or create ``name``; with SQLite its artifacts live beside the database, not in ./mlruns."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+class SweepTracker:
+    """The parent run of one command invocation and the child runs of its units."""
+
+    def __init__(self, tracking_uri: str, experiment: str, command: str, dataset: str, sweep_key: str, params: dict[str, Any]):
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id = experiment_id(self.client, experiment, tracking_uri)
+        self.code_version = code_version()
+        self.children: dict[str, str] = {}  # unit key -> run id, for children created by this tracker
+        self.finished_units: set[str] = set()
+        self.parent_id, self.resumed = self._parent(command, dataset, sweep_key, params)
+
+    def _parent(self, command: str, dataset: str, sweep_key: str, params: dict[str, Any]) -> tuple[str, bool]:
+        """Resume the unfinished parent of the same sweep (after Ctrl-C or kill -9), else start one."""
+        previous = self.client.search_runs(
+            [self.experiment_id], f"tags.{SWEEP_TAG} = '{sweep_key}' and attributes.status != 'FINISHED'",
+            max_results=1, order_by=["attributes.start_time DESC"],
+        )
+        if previous:
+            parent_id = previous[0].info.run_id
+            self.client.update_run(parent_id, status="RUNNING")
+            self._settle_children(parent_id)
+            return parent_id, True
+        name = f"{command} · {dataset} · {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={
+            SWEEP_TAG: sweep_key, "command": command, "dataset": dataset, "code_version": self.code_version})
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id, False
+
+    def _settle_children(self, parent_id: str) -> None:
+        """Children left RUNNING by a killed driver become KILLED; FINISHED ones count as done."""
+        for child in self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"):
+            key = child.data.tags.get(UNIT_TAG)
+            if child.info.status == "FINISHED" and key:
+                self.finished_units.add(key)
+            elif child.info.status == "RUNNING":
+                self.client.set_terminated(child.info.run_id, "KILLED")
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for chunk in _chunks(items, 100):
+            self.client.log_batch(run_id, params=chunk)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        stamp = _now_ms()
+        items = [Metric(k, float(v), stamp, step) for k, v in metrics.items() if isinstance(v, (int, float))]
+        for chunk in _chunks(items, 1000):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def start_unit(self, unit: Unit, dataset: str, reused_from: str | None = None) -> str:
+        tags = {
+            "mlflow.parentRunId": self.parent_id, UNIT_TAG: unit.key, "dataset": dataset, "fold": str(unit.fold),
+            "variant": ",".join(unit.variants), "final_for": ",".join(unit.final_for), "backbone": unit.backbone,
+            "stage": unit.stage, "code_version": self.code_version,
+        }
+        if reused_from:
+            tags["reused_from"] = reused_from
+        run = self.client.create_run(self.experiment_id, run_name=unit.name(), tags=tags)
+        self._log_params(run.info.run_id, flatten(unit.run_config()))
+        self.children[unit.key] = run.info.run_id
+        return run.info.run_id
+
+    def log_epoch(self, unit_key: str, metrics: dict[str, Any]) -> None:
+        run_id = self.children.get(unit_key)
+        if run_id is not None and "epoch" in metrics:
+            epoch = int(metrics["epoch"])
+            self.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+    def finish_unit(self, unit_key: str, record: dict[str, Any], unit_dir: Path | None, replay_history: bool) -> None:
+        """Final metrics (and, for a reused unit, its epoch history) and artifacts; then FINISHED."""
+        run_id = self.children[unit_key]
+        if replay_history:
+            for row in record.get("history", []):
+                self.log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        self.log_metrics(run_id, {**record["metrics"], "train_seconds": record.get("train_seconds", 0.0)})
+        if unit_dir is not None:
+            for name in ("model.json", "result.json", "unit.json"):
+                if (unit_dir / name).exists():
+                    self.client.log_artifact(run_id, str(unit_dir / name), "unit")
+            if (unit_dir / "weights.pt").exists():
+                self.client.log_artifact(run_id, str(unit_dir / "weights.pt"), "model")
+        self.client.set_terminated(run_id, "FINISHED")
+        self.finished_units.add(unit_key)
+
+    def fail_unit(self, unit_key: str, reason: str, status: str = "FAILED") -> None:
+        run_id = self.children.get(unit_key)
+        if run_id is None:
+            return
+        self.client.set_tag(run_id, "error", reason[:5000])
+        self.client.set_terminated(run_id, status)
+
+    def close(self, status: str) -> None:
+        """End the parent and any child still open; nothing is left RUNNING."""
+        for key, run_id in self.children.items():
+            if key not in self.finished_units and self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_terminated(run_id, "FAILED" if status == "FINISHED" else status)
+        self.client.set_terminated(self.parent_id, status)
+
+    @staticmethod
+    def status_for(exc: BaseException | None) -> str:
+        if exc is None:
+            return RunStatus.to_string(RunStatus.FINISHED)
+        return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"

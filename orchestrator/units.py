@@ -1,0 +1,110 @@
+"""Stage units and the plan: a sweep is a DAG of units keyed by what determines their output.
+
+A unit's key hashes its resolved config (only the parts its stage reads), its upstream keys and the
+manifest's hash, so equal work gets one key: A2/A3 share stage I, every variant of a fold shares
+stage 0, and `backbones` finds the resnet18 stage 0 that `ablate` trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from clile_core.config import RunConfig, flatten, to_dict
+from clile_core.variants import Variant
+
+STAGES = ("stage0", "stage1", "stage2")
+STAGE_LABELS = {"stage0": "stage 0", "stage1": "stage I", "stage2": "stage II"}
+_PATH_KEYS = {"data.synthetic_root", "data.manifest", "data.images", "data.num_workers", "features.cache_dir", "device"}
+_SHARED = ("features.random_crops", "features.dtype", "loss_weighting", "threshold", "seed")
+
+
+def _stage_config(cfg: RunConfig, stage: str) -> dict[str, Any]:
+    """The config values a stage's output depends on; paths and devices are excluded (they differ per machine)."""
+    flat = {k: v for k, v in flatten(cfg).items() if k not in _PATH_KEYS}
+    if stage == "stage0":
+        sections = ("data.", "model.backbone", "model.weights", "stage0.")
+    else:
+        sections = ("model.", stage + ".")
+    return {k: v for k, v in flat.items() if k.startswith(sections) or k in _SHARED}
+
+
+@dataclass
+class Unit:
+    stage: str
+    fold: int
+    config: dict[str, Any]  # the full resolved RunConfig (as a dict) the unit trains with
+    upstream: dict[str, str]  # stage name -> key
+    manifest_hash: str
+    key: str = ""
+    variants: list[str] = field(default_factory=list)  # variants that use this unit
+    final_for: list[str] = field(default_factory=list)  # table rows whose cell this unit answers
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            payload = {"stage": self.stage, "fold": self.fold, "config": _stage_config(self.run_config(), self.stage),
+                       "upstream": self.upstream, "manifest": self.manifest_hash}
+            self.key = f"{self.stage}-{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]}"
+
+    def run_config(self) -> RunConfig:
+        from clile_core.config import merge
+
+        return merge(RunConfig(), self.config, f"unit {self.key or self.stage}")
+
+    @property
+    def backbone(self) -> str:
+        return self.config["model"]["backbone"]
+
+    def name(self) -> str:
+        label = "+".join(self.variants) if self.variants else self.backbone
+        return f"{label} · fold {self.fold} · {self.backbone} · {STAGE_LABELS[self.stage]}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "fold": self.fold, "config": self.config, "upstream": self.upstream,
+                "manifest_hash": self.manifest_hash, "key": self.key, "variants": self.variants, "final_for": self.final_for}
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> "Unit":
+        return cls(**payload)
+
+
+@dataclass
+class Plan:
+    """Units in dependency order, and which unit answers each (row, fold) cell of the command's table."""
+
+    command: str
+    units: dict[str, Unit] = field(default_factory=dict)
+    cells: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def add(self, unit: Unit, variant: str | None = None) -> Unit:
+        existing = self.units.setdefault(unit.key, unit)
+        if variant and variant not in existing.variants:
+            existing.variants.append(variant)
+        return existing
+
+    def levels(self) -> list[list[Unit]]:
+        return [[u for u in self.units.values() if u.stage == stage] for stage in STAGES]
+
+    def mark_final(self, row: str, fold: int, unit: Unit) -> None:
+        self.cells[(row, fold)] = unit.key
+        if row not in unit.final_for:
+            unit.final_for.append(row)
+
+
+def add_variant_fold(plan: Plan, cfg: RunConfig, variant: Variant, fold: int, manifest_hash: str, row: str | None = None) -> Unit:
+    """Add the units one (variant, fold) needs and mark its final unit (stage 0 for A0, else stage II)
+    as the answer to table cell (``row`` or the variant's name, fold)."""
+    cfg = variant.apply(cfg)
+    as_dict = to_dict(cfg)
+    stage0 = plan.add(Unit("stage0", fold, as_dict, {}, manifest_hash), variant.name)
+    final = stage0
+    if variant.stage2:
+        upstream = {"stage0": stage0.key}
+        if variant.stage1:
+            stage1 = plan.add(Unit("stage1", fold, as_dict, {"stage0": stage0.key}, manifest_hash), variant.name)
+            upstream["stage1"] = stage1.key
+        final = plan.add(Unit("stage2", fold, as_dict, upstream, manifest_hash), variant.name)
+    plan.mark_final(row or variant.name, fold, final)
+    return final
