@@ -131,7 +131,7 @@ class SweepTracker:
                 self.log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         self.log_metrics(run_id, {**record["metrics"], "train_seconds": record.get("train_seconds", 0.0)})
         if unit_dir is not None:
-            for name in ("model.json", "result.json", "unit.json"):
+            for name in ("model.json", "result.json", "unit.json", "predictions.npz", "stage1.pt"):
                 if (unit_dir / name).exists():
                     self.client.log_artifact(run_id, str(unit_dir / name), "unit")
             if (unit_dir / "weights.pt").exists():

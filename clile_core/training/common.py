@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from clile_core.atomic import write_text
+from clile_core.atomic import atomic_path, write_text
 from clile_core.config import RunConfig, StageConfig, to_dict
 from clile_core.features import FeatureStore
 from clile_core.losses import inverse_frequency_weights, selective_learning_weights
@@ -45,6 +45,19 @@ class StageResult:
     def load(cls, out_dir: Path) -> "StageResult":
         payload = json.loads((Path(out_dir) / "result.json").read_text())
         return cls(payload["stage"], Path(out_dir), payload["metrics"], payload["history"])
+
+
+PREDICTIONS_FILE = "predictions.npz"
+
+
+def save_predictions(out_dir: Path, evaluations: dict[str, Evaluation], rows: dict[str, np.ndarray]) -> None:
+    """``predictions.npz``: per split, probabilities, labels and manifest rows (for reports' figures)."""
+    arrays = {}
+    for split, evaluation in evaluations.items():
+        arrays.update({f"{split}_probs": evaluation.probs, f"{split}_labels": evaluation.labels, f"{split}_rows": rows[split]})
+    with atomic_path(Path(out_dir) / PREDICTIONS_FILE) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
 
 
 def final_metrics(fit: FitResult, evaluations: dict[str, Evaluation], au_names: list[str], threshold: float) -> dict[str, float]:

@@ -16,7 +16,7 @@ from clile_core.losses import weighted_bce
 from clile_core.model_io import save_model
 from clile_core.models.backbones import create_backbone
 from clile_core.models.encoder import Stage0Model
-from clile_core.training.common import StageResult, bce_weighter, final_metrics
+from clile_core.training.common import StageResult, bce_weighter, save_predictions, final_metrics
 from clile_core.training.loop import EpochCallback, Evaluation, fit, select_device
 
 BACKBONE_FILE = "backbone.pt"
@@ -59,6 +59,7 @@ def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochC
         torch.save(model.backbone.state_dict(), tmp)
     save_model(out_dir, "stage0", {"head": model.head.state_dict()}, out_dir / BACKBONE_FILE,
                cfg.model, cfg.data, data.au_names, cfg.threshold)
+    save_predictions(out_dir, evaluations, {split: getattr(data.split, split) for split in evaluations})
     result = StageResult("stage0", out_dir, final_metrics(fitted, evaluations, data.au_names, cfg.threshold), fitted.history)
     result.save(cfg)
     return result

@@ -15,7 +15,7 @@ from clile_core.data.images import view_names
 from clile_core.features import FeatureStore
 from clile_core.losses import id_loss, weighted_bce
 from clile_core.models.encoder import FeatureEncoder, au_logits, gaussian_embeddings
-from clile_core.training.common import StageResult, bce_weighter, evaluate_features, feature_batches, final_metrics
+from clile_core.training.common import StageResult, bce_weighter, save_predictions, evaluate_features, feature_batches, final_metrics
 from clile_core.training.loop import EpochCallback, fit, select_device
 
 STAGE1_FILE = "stage1.pt"
@@ -72,6 +72,7 @@ def train_stage1(
     with atomic_path(out_dir / STAGE1_FILE) as tmp:
         torch.save({"encoder": model.encoder.state_dict(), "ile": model.ile.detach().cpu(),
                     "subjects": data.split.train_subjects}, tmp)
+    save_predictions(out_dir, evaluations, {split: getattr(data.split, split) for split in evaluations})
     result = StageResult("stage1", out_dir, final_metrics(fitted, evaluations, data.au_names, cfg.threshold), fitted.history)
     result.save(cfg)
     return result

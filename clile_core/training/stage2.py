@@ -15,7 +15,7 @@ from clile_core.features import FeatureStore
 from clile_core.losses import contrastive_loss, orth_loss, weighted_bce
 from clile_core.model_io import save_model
 from clile_core.models.encoder import FeatureEncoder, au_logits, gaussian_embeddings
-from clile_core.training.common import StageResult, bce_weighter, evaluate_features, feature_batches, final_metrics
+from clile_core.training.common import StageResult, bce_weighter, save_predictions, evaluate_features, feature_batches, final_metrics
 from clile_core.training.loop import EpochCallback, fit, select_device
 from clile_core.training.stage1 import STAGE1_FILE
 
@@ -93,6 +93,7 @@ def train_stage2(
     out_dir = Path(out_dir)
     save_model(out_dir, "clile", {"encoder": model.encoder.state_dict(), "au_embeddings": model.au.detach().cpu()},
                backbone_ckpt, cfg.model, cfg.data, data.au_names, cfg.threshold)
+    save_predictions(out_dir, evaluations, {split: getattr(data.split, split) for split in evaluations})
     result = StageResult("stage2", out_dir, final_metrics(fitted, evaluations, data.au_names, cfg.threshold), fitted.history)
     result.save(cfg)
     return result
