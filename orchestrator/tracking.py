@@ -104,18 +104,22 @@ class SweepTracker:
         for chunk in _chunks(items, 1000):
             self.client.log_batch(run_id, metrics=chunk)
 
-    def start_unit(self, unit: Unit, dataset: str, reused_from: str | None = None) -> str:
+    def start_child(self, name: str, tags: dict[str, str], params: dict[str, Any], parent_id: str | None = None) -> str:
+        tags = {"mlflow.parentRunId": parent_id or self.parent_id, "code_version": self.code_version, **tags}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def start_unit(self, unit: Unit, dataset: str, reused_from: str | None = None, parent_id: str | None = None) -> str:
         tags = {
-            "mlflow.parentRunId": self.parent_id, UNIT_TAG: unit.key, "dataset": dataset, "fold": str(unit.fold),
-            "variant": ",".join(unit.variants), "final_for": ",".join(unit.final_for), "backbone": unit.backbone,
-            "stage": unit.stage, "code_version": self.code_version,
+            UNIT_TAG: unit.key, "dataset": dataset, "fold": str(unit.fold), "variant": ",".join(unit.variants),
+            "final_for": ",".join(unit.final_for), "backbone": unit.backbone, "stage": unit.stage,
         }
         if reused_from:
             tags["reused_from"] = reused_from
-        run = self.client.create_run(self.experiment_id, run_name=unit.name(), tags=tags)
-        self._log_params(run.info.run_id, flatten(unit.run_config()))
-        self.children[unit.key] = run.info.run_id
-        return run.info.run_id
+        run_id = self.start_child(unit.name(), tags, flatten(unit.run_config()), parent_id)
+        self.children[unit.key] = run_id
+        return run_id
 
     def log_epoch(self, unit_key: str, metrics: dict[str, Any]) -> None:
         run_id = self.children.get(unit_key)

@@ -26,7 +26,8 @@ def cells(units: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     if not len(units) or "tags.final_for" not in units:
         return pd.DataFrame(columns=["row", "fold", "run_id"])
     for _, run in units[units["status"] == "FINISHED"].iterrows():
-        rows = [r for r in str(run.get("tags.final_for") or "").split(",") if r]
+        final_for = run.get("tags.final_for")
+        rows = [r for r in final_for.split(",") if r] if isinstance(final_for, str) else []
         values = {c.removeprefix(prefix): run[c] for c in units.columns if c.startswith(prefix) and pd.notna(run[c])}
         for row in rows:
             records.append({"row": row, "fold": int(run["tags.fold"]), "run_id": run["run_id"], **values})
