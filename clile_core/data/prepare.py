@@ -1,0 +1,81 @@
+"""Write a manifest from a raw BP4D / DISFA release: `python -m clile_core.data.prepare bp4d --labels ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from clile_core.data import bp4d, disfa
+from clile_core.data.manifest import ManifestError, au_columns, write_manifest
+
+IMPORTERS: dict[str, Callable[..., pd.DataFrame]] = {"bp4d": bp4d.read_labels, "disfa": disfa.read_labels}
+EXAMPLES = 5
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m clile_core.data.prepare", description=__doc__)
+    parser.add_argument("dataset", choices=sorted(IMPORTERS))
+    parser.add_argument("--labels", required=True, type=Path, help="release root holding AUCoding/ (BP4D) or ActionUnit_Labels/ (DISFA)")
+    parser.add_argument("--images", required=True, type=Path, help="root the manifest's image paths are relative to")
+    parser.add_argument("--out", required=True, type=Path, help="manifest to write (.csv or .parquet)")
+    parser.add_argument("--image-pattern", help="image path per frame, e.g. '{subject}/{session}/{frame:04d}.jpg'")
+    parser.add_argument("--allow-missing", action="store_true", help="drop frames whose image is missing instead of refusing")
+    return parser
+
+
+def _missing_images(df: pd.DataFrame, images: Path) -> pd.Series:
+    return pd.Series([not (images / name).is_file() for name in df["image"]], index=df.index, dtype=bool)
+
+
+def _drop_missing(df: pd.DataFrame, images: Path, allow_missing: bool) -> pd.DataFrame:
+    missing = _missing_images(df, images)
+    if not missing.any():
+        return df
+    examples = ", ".join(df.loc[missing, "image"].head(EXAMPLES))
+    report = f"{int(missing.sum())} of {len(df)} images are missing under {images} (e.g. {examples})"
+    if not allow_missing:
+        raise ManifestError(f"{report}; check --images / --image-pattern, or pass --allow-missing to drop those frames")
+    if missing.all():
+        raise ManifestError(f"{report}; nothing would be left - check --images / --image-pattern")
+    print(f"warning: {report}; dropping those frames (--allow-missing)")
+    return df.loc[~missing].reset_index(drop=True)
+
+
+def summary(df: pd.DataFrame, dataset: str, out: Path) -> str:
+    aus = au_columns(df)
+    labels = df[aus]
+    # positive rate over coded frames only: uncoded (-1) frames are masked in training too
+    rates = ", ".join(f"{au} {(labels[au] == 1).sum() / max(int((labels[au] >= 0).sum()), 1):.1%}" for au in aus)
+    return (
+        f"Wrote {out}: {dataset}, {df['subject'].nunique()} subjects, {len(df)} frames. "
+        f"Positive rate per AU (coded frames): {rates}. Uncoded labels (-1): {int((labels == -1).to_numpy().sum())}."
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    if not args.images.is_dir():
+        raise ManifestError(f"--images {args.images} is not a directory")
+    pattern = {"image_pattern": args.image_pattern} if args.image_pattern else {}
+    df = IMPORTERS[args.dataset](args.labels, **pattern)
+    df = _drop_missing(df, args.images, args.allow_missing)
+    write_manifest(df, args.out)
+    print(summary(df, args.dataset, args.out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        run(args)
+    except (ManifestError, OSError) as exc:
+        # these are data/setup problems the user fixes from the message; a traceback only hides it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
