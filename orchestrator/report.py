@@ -1,26 +1,24 @@
-"""The table a command prints at its end, built from the MLflow runs it just recorded."""
+"""The table a command prints at its end, built with ``reports.build`` from the MLflow runs it just recorded
+(every table format and figure is also logged to the runs and written under ``reports_out/<parent run id>/``)."""
 
 from __future__ import annotations
 
 import sys
 
-import mlflow
-
 from orchestrator.cli import Context
 from orchestrator.sweep import SweepOutcome
 from orchestrator.tracking import SweepTracker
-from reports.collect import cells, unit_runs
-from reports.tables import summarise, to_markdown
+from reports.build import build
+from reports.formats import to_markdown
 
 
 def print_table(ctx: Context, title: str, rows: list[str], tracker: SweepTracker, outcome: SweepOutcome) -> str:
-    units = unit_runs(tracker.experiment_id, tracker.parent_id)
-    summary = summarise(cells(units), rows, ctx.au_names)
-    table = to_markdown(summary, ctx.au_names, len(ctx.args.folds))
-    text = f"{title} — test F1 (%) on unseen subjects, mean over folds\n\n{table}\n"
+    report = build(tracker.client, tracker.experiment_id, tracker.parent_id, rows=rows, au_names=ctx.au_names,
+                   total_folds=len(ctx.args.folds))
+    text = f"{title}\n\n{to_markdown(report.main)}"
     if outcome.failed or outcome.skipped:
         text += f"\n{len(outcome.failed)} unit(s) failed, {len(outcome.skipped)} skipped: their cells are missing (—) or count fewer folds.\n"
     print(text)
-    mlflow.MlflowClient(ctx.tracking_uri).log_text(tracker.parent_id, text, "tables/summary.md")
-    print(f"[{ctx.args.experiment}] reused {len(outcome.reused)} unit(s), trained {len(outcome.completed)}", file=sys.stderr)
+    print(f"[{ctx.args.experiment}] reused {len(outcome.reused)} unit(s), trained {len(outcome.completed)}; "
+          f"tables and figures in {report.out_dir} and on parent run {tracker.parent_id}", file=sys.stderr)
     return text

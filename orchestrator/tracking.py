@@ -20,6 +20,8 @@ from clile_core.config import flatten
 from orchestrator.units import Unit
 
 SWEEP_TAG = "sweep_key"
+# What a stage reports per epoch; Ray adds its own bookkeeping (pid, timestamp, …) that is not ours to log.
+EPOCH_METRIC_PREFIXES = ("train_", "val_", "lr", "epoch_seconds")
 UNIT_TAG = "unit_key"
 
 
@@ -125,7 +127,7 @@ class SweepTracker:
         run_id = self.children.get(unit_key)
         if run_id is not None and "epoch" in metrics:
             epoch = int(metrics["epoch"])
-            self.log_metrics(run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            self.log_metrics(run_id, {k: v for k, v in metrics.items() if k.startswith(EPOCH_METRIC_PREFIXES)}, step=epoch)
 
     def finish_unit(self, unit_key: str, record: dict[str, Any], unit_dir: Path | None, replay_history: bool) -> None:
         """Final metrics (and, for a reused unit, its epoch history) and artifacts; then FINISHED."""

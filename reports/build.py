@@ -1,0 +1,214 @@
+"""``python -m reports.build``: a sweep's tables and figures from its MLflow runs, written to a folder and
+logged back to MLflow (tables and summary figures to the parent run, unit figures to each unit's run).
+
+Rebuilding overwrites the same files and artifacts, so it can run any number of times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow import MlflowClient
+
+from clile_core.variants import load_variants
+from orchestrator.tracking import default_tracking_uri
+from reports import collect, figures, published
+from reports.formats import to_markdown, ui_frame, write_all
+from reports.tables import Summary, Table, ablation_table, backbones_table, comparison_table, summarise
+
+MAIN_TABLE = {"ablate": "ablation", "backbones": "backbones"}  # other commands: the comparison table
+
+
+@dataclass
+class Report:
+    parent_id: str
+    command: str
+    out_dir: Path
+    tables: dict[str, Table]
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def main(self) -> Table:
+        return self.tables[MAIN_TABLE.get(self.command, "comparison")]
+
+
+def _tag(run: pd.Series, name: str, default: str = "") -> str:
+    value = run.get(f"tags.{name}")
+    return value if isinstance(value, str) else default
+
+
+def _rows(units: pd.DataFrame, command: str) -> list[str]:
+    """Table rows in the paper's order for ablations (the variants file's), else in the order they ran."""
+    rows = collect.row_names(units)
+    if command == "ablate":
+        order = {name: i for i, name in enumerate(load_variants())}
+        rows.sort(key=lambda row: order.get(row, len(order)))
+    return rows
+
+
+def _total_folds(parent: pd.Series, units: pd.DataFrame) -> int:
+    folds = parent.get("params.folds")
+    if isinstance(folds, str) and folds.split():
+        return len(folds.split())
+    return int(units["tags.fold"].nunique()) if len(units) and "tags.fold" in units else 0
+
+
+def _tables(command: str, dataset: str, test: Summary, au_names: list[str], total_folds: int,
+            comparison: published.Comparison | None) -> dict[str, Table]:
+    tables = {"comparison": comparison_table(test, au_names, total_folds, comparison)}
+    if command == "ablate":
+        tables["ablation"] = ablation_table(test, load_variants(), total_folds, published.ablation(), dataset)
+    elif command == "backbones":
+        tables["backbones"] = backbones_table(test, total_folds, published.backbones(), dataset)
+    return tables
+
+
+def log_ui_table(client: MlflowClient, run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
+    """``log_table`` for the UI's table view, replacing rather than appending to an earlier build's table
+    (``MlflowClient.log_table`` appends to an existing file)."""
+    folder = str(Path(artifact_file).parent)
+    if artifact_file not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        client.log_table(run_id, frame, artifact_file)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        frame.to_json(path, orient="split", index=False, date_format="iso")  # log_table's own layout
+        client.log_artifact(run_id, str(path), folder)
+
+
+def _artifact(client: MlflowClient, run_ids: list[str], path: str, dst: Path) -> Path | None:
+    """Download ``path`` from the first run that has it (a reused unit's files live in the run that trained it)."""
+    folder = str(Path(path).parent)
+    for run_id in run_ids:
+        try:
+            present = path in {a.path for a in client.list_artifacts(run_id, folder)}
+        except mlflow.exceptions.MlflowException:
+            continue
+        if present:
+            return Path(client.download_artifacts(run_id, path, str(dst)))
+    return None
+
+
+def _history(client: MlflowClient, unit: pd.Series) -> dict[str, list[tuple[int, float]]]:
+    present = [c.removeprefix("metrics.") for c in unit.index if c.startswith("metrics.") and pd.notna(unit[c])]
+    keys = [k for k in present if k in (*figures.LOSS_TERMS, "val_f1_avg") or k.startswith("val_f1_AU")]
+    return {key: [(m.step, m.value) for m in client.get_metric_history(unit["run_id"], key)] for key in keys}
+
+
+def unit_figures(client: MlflowClient, unit: pd.Series, au_names: list[str], out_dir: Path) -> list[Path]:
+    """Curves for every unit; Fig. 3 for a stage-I unit; Fig. 4 for a unit with test predictions."""
+    title = _tag(unit, "mlflow.runName", unit["run_id"])
+    paths = figures.save(figures.training_curves(_history(client, unit), title), out_dir, "curves")
+    sources = [unit["run_id"]] + ([_tag(unit, "reused_from")] if _tag(unit, "reused_from") else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        stage1 = _artifact(client, sources, "unit/stage1.pt", Path(tmp))
+        if stage1 is not None:
+            saved = torch.load(stage1, map_location="cpu", weights_only=True)
+            fig = figures.identity_embeddings(saved["ile"].float().numpy(), [str(s) for s in saved["subjects"]],
+                                              au_names, title)
+            paths += figures.save(fig, out_dir, "fig3_identity_embeddings")
+        predictions = _artifact(client, sources, "unit/predictions.npz", Path(tmp))
+        if predictions is not None:
+            weights = _artifact(client, sources, "model/weights.pt", Path(tmp))
+            saved = torch.load(weights, map_location="cpu", weights_only=True) if weights is not None else {}
+            embeddings = saved["au_embeddings"].float().numpy() if "au_embeddings" in saved else None
+            threshold = float(unit.get("params.threshold", 0.5) or 0.5)
+            with np.load(predictions) as npz:
+                fig = figures.au_correlations(npz["test_labels"], npz["test_probs"], au_names, threshold, embeddings,
+                                              title)
+            paths += figures.save(fig, out_dir, "fig4_au_correlations")
+    return paths
+
+
+def summary_figures(test: Summary, seen: Summary, au_names: list[str], comparison: published.Comparison | None,
+                    out_dir: Path) -> list[Path]:
+    paper = {}
+    if comparison is not None:
+        paper = {str(m): comparison.frame.loc[m, [*au_names, "avg"]].to_list()
+                 for m in comparison.frame.index if str(m).startswith("CL-ILE")}
+    note = comparison.note if comparison is not None else "no published per-AU table for this dataset / AU set"
+    paths = figures.save(figures.f1_bars(test, au_names, paper, note), out_dir, "f1_vs_paper")
+    return paths + figures.save(figures.seen_vs_unseen(test, seen), out_dir, "seen_vs_unseen")
+
+
+def build(client: MlflowClient, experiment_id: str, parent_id: str | None = None, out_dir: Path | None = None,
+          rows: list[str] | None = None, au_names: list[str] | None = None, total_folds: int | None = None,
+          log: bool = True) -> Report:
+    """Tables and figures of one sweep. ``rows``/``au_names``/``total_folds`` default to what the runs hold;
+    a driver passes its own so rows whose units never started still show, as missing."""
+    # a progress bar per small downloaded file would drown the printed table in the driver's output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    parent = collect.parent_run(experiment_id, parent_id)
+    parent_id = parent["run_id"]
+    units = collect.unit_runs(experiment_id, parent_id)
+    command, dataset = _tag(parent, "command"), _tag(parent, "dataset")
+    au_names = au_names or collect.au_names(units)
+    rows = rows or _rows(units, command)
+    total_folds = total_folds or _total_folds(parent, units)
+    out_dir = Path(out_dir or Path("reports_out") / parent_id)
+    test = summarise(collect.cells(units, "test"), rows, au_names)
+    seen = summarise(collect.cells(units, "seen"), rows, au_names)
+    comparison = published.comparison(dataset, au_names)
+    report = Report(parent_id, command, out_dir, _tables(command, dataset, test, au_names, total_folds, comparison))
+
+    for table in report.tables.values():
+        paths = write_all(table, out_dir / "tables")
+        report.files += paths
+        if log:
+            for path in paths:
+                client.log_artifact(parent_id, str(path), "tables")
+            log_ui_table(client, parent_id, ui_frame(table), f"tables/{table.name}.json")
+    paths = summary_figures(test, seen, au_names, comparison, out_dir / "figures")
+    report.files += paths
+    if log:
+        for path in paths:
+            client.log_artifact(parent_id, str(path), "figures")
+
+    finished = units[units["status"] == "FINISHED"] if len(units) else units
+    for _, unit in finished.iterrows():
+        paths = unit_figures(client, unit, au_names, out_dir / "units" / _tag(unit, "unit_key", unit["run_id"]))
+        report.files += paths
+        if log:
+            for path in paths:
+                client.log_artifact(unit["run_id"], str(path), "figures")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports.build", description=__doc__)
+    parser.add_argument("--experiment", required=True, help="MLflow experiment name, e.g. clile-ablation")
+    parser.add_argument("--parent", default=None, help="parent run id (default: the experiment's newest)")
+    parser.add_argument("--out", default=None, help="output folder (default: reports_out/<parent run id>/)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument("--no-log", action="store_true", help="only write files; log nothing to MLflow")
+    args = parser.parse_args(argv)
+    uri = args.tracking_uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        print(f"error: no experiment {args.experiment!r} at {uri}", file=sys.stderr)
+        return 2
+    try:
+        report = build(client, experiment.experiment_id, args.parent, Path(args.out) if args.out else None,
+                       log=not args.no_log)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for table in report.tables.values():
+        print(to_markdown(table))
+    print(f"{len(report.files)} files in {report.out_dir}" + ("" if args.no_log else f"; logged to run {report.parent_id}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

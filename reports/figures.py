@@ -1,0 +1,189 @@
+"""The paper's figures, from numbers already loaded: each function returns a matplotlib Figure; ``save``
+writes it as PNG and SVG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are built by drivers and CI without a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from reports.tables import Summary  # noqa: E402
+
+LOSS_TERMS = ("train_loss", "train_bce", "train_id", "train_orth", "train_contra")
+
+
+def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.{ext}" for ext in ("png", "svg")]
+    for path in paths:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _heading(title: str, text: str) -> str:
+    return f"{title}\n{text}" if title else text
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette (Euclidean) of ``x`` grouped by ``labels``: +1 tight separated groups, ~0 none, <0 mixed.
+
+    Singleton groups score 0, as in scikit-learn, which we avoid depending on for this one number.
+    """
+    distances = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+    groups = np.unique(labels)
+    if len(groups) < 2:
+        return float("nan")
+    scores = np.zeros(len(x))
+    for i in range(len(x)):
+        own = labels == labels[i]
+        if own.sum() < 2:
+            continue
+        a = distances[i, own].sum() / (own.sum() - 1)
+        b = min(distances[i, labels == g].mean() for g in groups if g != labels[i])
+        scores[i] = (b - a) / max(a, b) if max(a, b) > 0 else 0.0
+    return float(scores.mean())
+
+
+def identity_embeddings(ile: np.ndarray, subjects: list[str], au_names: list[str], title: str = "") -> Figure:
+    """Fig. 3: PCA of the identity-label embeddings (subjects × AUs × D), coloured by subject and by AU.
+
+    The paper's claim is that L_ID makes each subject's C embeddings a cluster: the subject silhouette
+    should be high and the AU silhouette low.
+    """
+    n_subjects, n_aus, _ = ile.shape
+    flat = ile.reshape(n_subjects * n_aus, -1)
+    points = pca_2d(flat)
+    by_subject = np.repeat(np.arange(n_subjects), n_aus)
+    by_au = np.tile(np.arange(n_aus), n_subjects)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), layout="constrained")
+    for ax, labels, names, what in ((axes[0], by_subject, subjects, "subject"), (axes[1], by_au, au_names, "AU")):
+        cmap = plt.get_cmap("tab20", max(len(names), 1))
+        for k, name in enumerate(names):
+            mine = labels == k
+            ax.scatter(points[mine, 0], points[mine, 1], s=22, color=cmap(k), label=str(name))
+        ax.set_title(f"coloured by {what}")
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        if len(names) <= 20:
+            ax.legend(fontsize=7, ncol=2, loc="best", markerscale=0.8)
+    fig.suptitle(_heading(title, f"Identity-label embeddings (PCA) — subject cohesion: mean silhouette by subject "
+                 f"{silhouette(flat, by_subject):.2f} (by AU {silhouette(flat, by_au):.2f}; 1 = tight clusters)"))
+    return fig
+
+
+def correlation(binary: np.ndarray, coded: np.ndarray) -> np.ndarray:
+    """Pearson (phi) correlation between AU columns over frames where both AUs are coded; NaN if constant."""
+    n = binary.shape[1]
+    out = np.full((n, n), np.nan)
+    for i in range(n):
+        for j in range(n):
+            both = coded[:, i] & coded[:, j]
+            a, b = binary[both, i].astype(float), binary[both, j].astype(float)
+            if both.sum() > 1 and a.std() > 0 and b.std() > 0:
+                out[i, j] = float(np.corrcoef(a, b)[0, 1])
+    return out
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return unit @ unit.T
+
+
+def au_correlations(labels: np.ndarray, probs: np.ndarray, au_names: list[str], threshold: float = 0.5,
+                    au_embeddings: np.ndarray | None = None, title: str = "") -> Figure:
+    """Fig. 4: ground-truth AU co-occurrence on the test fold beside the model's (its predictions'
+    co-occurrence and, when it has them, its AU embeddings' cosine similarity); one order, one scale."""
+    coded = labels >= 0  # -1 = not coded
+    panels = [("ground truth (test labels)", correlation(labels == 1, coded)),
+              ("model predictions", correlation(probs >= threshold, coded))]
+    if au_embeddings is not None:
+        panels.append(("AU embeddings (cosine)", cosine_matrix(au_embeddings)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 1, 4.6), squeeze=False, layout="constrained")
+    ticks = np.arange(len(au_names))
+    for ax, (panel, matrix) in zip(axes[0], panels):
+        image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set_title(panel)
+        ax.set_xticks(ticks, au_names, rotation=90, fontsize=7)
+        ax.set_yticks(ticks, au_names, fontsize=7)
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="correlation / cosine similarity")
+    fig.suptitle(_heading(title, "AU relations: label co-occurrence vs the model's (blank = undefined: AU constant)"))
+    return fig
+
+
+def training_curves(history: dict[str, list[tuple[int, float]]], title: str) -> Figure:
+    """Per-epoch loss terms (left) and validation F1 (right) of one unit; ``history``: metric -> (epoch, value)."""
+    fig, (losses, f1) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for term in LOSS_TERMS:
+        if history.get(term):
+            epochs, values = zip(*sorted(history[term]))
+            losses.plot(epochs, values, marker="o", ms=3, label=term.removeprefix("train_"), lw=2 if term == "train_loss" else 1)
+    losses.set_title("training loss terms")
+    losses.set_xlabel("epoch")
+    for name, points in sorted(history.items()):
+        if name.startswith("val_f1_AU") and points:
+            epochs, values = zip(*sorted(points))
+            f1.plot(epochs, values, lw=0.8, alpha=0.35, color="grey")
+    if history.get("val_f1_avg"):
+        epochs, values = zip(*sorted(history["val_f1_avg"]))
+        f1.plot(epochs, values, marker="o", ms=3, lw=2, color="C3", label="average (per-AU in grey)")
+    f1.set_title("validation F1 (%)")
+    f1.set_xlabel("epoch")
+    for ax in (losses, f1):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def f1_bars(summary: Summary, au_names: list[str], paper: dict[str, list[float]], note: str = "") -> Figure:
+    """Per-AU test F1 of each row of this run (mean over folds, std as error bars) beside the paper's rows."""
+    columns = [*au_names, "avg"]
+    series = [(f"{row} (this run)", summary.mean.loc[row, columns].to_numpy(float),
+               summary.std.loc[row, columns].to_numpy(float)) for row in summary.mean.index]
+    series += [(f"{name} (published)", np.asarray(values, float), None) for name, values in paper.items()]
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(columns))
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(columns) * max(1, len(series) / 2)), 4.5), layout="constrained")
+    for k, (label, values, errors) in enumerate(series):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, yerr=errors, label=label,
+               hatch="//" if errors is None else None, alpha=0.9, capsize=2)
+    ax.set_xticks(x, columns)
+    ax.set_ylabel("test F1 (%)")
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("Per-AU F1: this run vs the paper" + (f"\n{note}" if note else ""), fontsize=10)
+    return fig
+
+
+def seen_vs_unseen(test: Summary, seen: Summary) -> Figure:
+    """Average F1 on held-out frames of training subjects (seen) vs on test subjects (unseen), per row:
+    the identity-bias gap CL-ILE exists to close."""
+    rows = list(test.mean.index)
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows) + 2), 4.2), layout="constrained")
+    for offset, (label, summary) in zip((-0.2, 0.2), (("seen subjects", seen), ("unseen subjects (test)", test))):
+        means = summary.mean["avg"].reindex(rows).to_numpy(float)
+        ax.bar(x + offset, means, 0.4, yerr=summary.std["avg"].reindex(rows).to_numpy(float),
+               label=label, capsize=3)
+    gaps = seen.mean["avg"].reindex(rows).to_numpy(float) - test.mean["avg"].reindex(rows).to_numpy(float)
+    for k, gap in enumerate(gaps):
+        if not np.isnan(gap):
+            top = np.nanmax([seen.mean["avg"].get(rows[k], np.nan), test.mean["avg"].get(rows[k], np.nan)])
+            ax.annotate(f"gap {gap:+.1f}", (x[k], top), xytext=(0, 6), textcoords="offset points", ha="center", fontsize=8)
+    ax.set_xticks(x, rows)
+    ax.set_ylabel("average F1 (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Seen vs unseen subjects: the identity-bias gap (seen − unseen)")
+    return fig

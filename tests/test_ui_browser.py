@@ -1,0 +1,108 @@
+"""The MLflow UI in a real headless browser, on a store made by a real tiny sweep: the experiment lists the
+parent run, its nested unit runs expand under it, and the parent's artifacts hold the ablation table."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+# Offline, sandbox-free headless Chromium (CI containers run as root and have no network).
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TINY = ["--set", "model.weights=none", "--set", "data.input_size=32", "--set", "stage0.epochs=1",
+        "--set", "stage1.epochs=1", "--set", "stage2.epochs=1", "--set", "model.dim=32", "--set", "model.heads=4",
+        "--set", "model.ff_dim=64", "--set", "data.synthetic_subjects=6", "--set", "data.synthetic_frames=12",
+        "--set", "data.synthetic_size=40"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is needed for the browser test")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} missing: apt-get install chromium", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_up(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the UI exited with code {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the UI did not answer at {url} within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Path:
+    """A folder holding mlflow.db and mlartifacts/ from ``orchestrator.ablate`` on tiny synthetic data."""
+    root = tmp_path_factory.mktemp("sweep")
+    result = subprocess.run([sys.executable, "-m", "orchestrator.ablate", "--dataset", "synthetic", "--folds", "1",
+                             "--variants", "A0", "CL-ILE", *TINY], cwd=root, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Ablation (Table 3)" in result.stdout
+    return root
+
+
+def test_ui_shows_parent_nested_units_and_ablation_table(swept, tmp_path):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    # its own session: the server's workers are stopped with it as one process group
+    server = subprocess.Popen([sys.executable, "-m", "orchestrator.ui", "--port", str(port)], cwd=swept,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_until_up(url, server)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.set_default_timeout(30_000)
+                page.goto(f"{url}/#/experiments", wait_until="domcontentloaded")
+                page.get_by_role("link", name="clile-ablation").first.click()
+                if "/runs" not in page.url:  # MLflow 3 may open the experiment on its GenAI overview
+                    page.goto(page.url.split("?")[0].rstrip("/") + "/runs", wait_until="domcontentloaded")
+
+                parent = page.get_by_role("link", name=re.compile(r"^ablate · synthetic · ")).first
+                parent.wait_for()
+                row = page.locator("[role=row]").filter(has=parent)
+                row.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # expand nested runs
+                for child in ("CL-ILE · fold 1 · resnet18 · stage II", "CL-ILE · fold 1 · resnet18 · stage I",
+                              "A0+CL-ILE · fold 1 · resnet18 · stage 0"):
+                    page.get_by_role("link", name=child, exact=True).first.wait_for()
+                page.screenshot(path=tmp_path / "runs.png")
+
+                parent.click()
+                page.get_by_role("tab", name="Artifacts").first.click()
+                page.get_by_text("tables", exact=True).first.click()
+                page.get_by_text("ablation.md", exact=True).first.click()
+                page.get_by_text("Ablation (Table 3): average F1").first.wait_for()
+                page.get_by_role("cell", name="CL-ILE", exact=True).first.wait_for()
+                shot = tmp_path / "ablation_table.png"
+                page.screenshot(path=shot)
+                print(f"screenshots: {tmp_path / 'runs.png'} {shot}")
+            finally:
+                browser.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    assert shot.stat().st_size > 0
