@@ -37,7 +37,7 @@ print(json.dumps([{"id": n["NodeID"], "alive": n["Alive"], "cpu": n["Resources"]
                    "head": "node:__internal_head__" in n["Resources"]} for n in ray.nodes()]))
 """
 
-pytestmark = pytest.mark.skipif(not RAY.exists(), reason=f"no ray CLI beside {sys.executable}")
+pytestmark = [pytest.mark.cluster, pytest.mark.skipif(not RAY.exists(), reason=f"no ray CLI beside {sys.executable}")]
 
 
 def _free_port() -> int:

@@ -1,0 +1,136 @@
+"""Stage 0 -> I -> II end to end on a small synthetic set, the feature cache, predict and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clile_core import predict as predict_cli
+from clile_core import run as run_cli
+from clile_core.config import load_run_config
+from clile_core.data.fold_data import load_fold_data
+from clile_core.features import load_or_compute
+from clile_core.metrics import f1_per_au
+from clile_core.models.backbones import create_backbone
+from clile_core.pipeline import run_fold, stage0_features
+from clile_core.training.common import PREDICTIONS_FILE
+from clile_core.training.loop import NonFiniteLossError, fit
+from clile_core.config import StageConfig
+from clile_core.variants import get_variant
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = [
+    f"data.synthetic_root={REPO / 'data' / 'synthetic'}", "data.synthetic_subjects=9", "data.synthetic_frames=40",
+    "data.synthetic_size=40", "data.input_size=32", "stage0.epochs=6", "stage1.epochs=4", "stage2.epochs=4",
+    "model.dim=64", "model.heads=4", "model.ff_dim=128", "stage0.batch_size=16", "stage1.batch_size=16",
+    "stage2.batch_size=16",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_run_config("synthetic", None, [*SMALL, f"features.cache_dir={out / 'features'}"])
+    epochs: list[tuple[str, int, dict]] = []
+    fold_run = run_fold(cfg, get_variant("CL-ILE"), 1, out, lambda stage, epoch, m: epochs.append((stage, epoch, m)))
+    return cfg, out, fold_run, epochs
+
+
+def test_all_three_stages_write_their_outputs(trained):
+    _, out, fold_run, epochs = trained
+    assert set(fold_run.stages) == {"stage0", "stage1", "stage2"}
+    for stage in ("stage0", "stage1", "stage2"):
+        result = json.loads((out / stage / "result.json").read_text())
+        assert result["metrics"]["best_epoch"] >= 1 and 0 <= result["metrics"]["test_f1_avg"] <= 100
+        assert (out / stage / PREDICTIONS_FILE).exists()
+    assert (out / "stage0" / "backbone.pt").exists() and (out / "stage1" / "stage1.pt").exists()
+    assert [e for s, e, _ in epochs if s == "stage2"] == [1, 2, 3, 4]
+    stage2_terms = epochs[-1][2]
+    assert {"train_bce", "train_orth", "train_contra", "train_loss", "val_f1_avg", "val_f1_AU12", "lr"} <= set(stage2_terms)
+    assert "train_id" in [m for s, _, m in epochs if s == "stage1"][0]
+
+
+def test_test_f1_beats_the_all_positive_baseline(trained):
+    _, _, fold_run, _ = trained
+    labels = fold_run.data.labels[fold_run.data.split.test]
+    _, all_positive = f1_per_au(np.ones(labels.shape), labels)
+    for stage in ("stage0", "stage2"):
+        assert fold_run.stages[stage].metrics["test_f1_avg"] > 100 * all_positive + 2.0, stage
+
+
+def test_test_subjects_never_in_training_or_validation(trained):
+    _, _, fold_run, _ = trained
+    split = fold_run.data.split
+    assert not set(split.test_subjects) & (set(split.train_subjects) | set(split.val_subjects))
+    ile = torch.load(fold_run.stages["stage1"].out_dir / "stage1.pt", weights_only=True)
+    assert ile["subjects"] == split.train_subjects and ile["ile"].shape[0] == len(split.train_subjects)
+
+
+def test_feature_cache_hits_on_second_run_without_running_the_backbone(trained, monkeypatch):
+    cfg, out, fold_run, _ = trained
+    assert fold_run.features is not None and fold_run.features.hit is False
+    calls = []
+    monkeypatch.setattr("clile_core.features._compute", lambda *a, **k: calls.append(a) or torch.zeros(1))
+    again = stage0_features(cfg, fold_run.data, out / "stage0")
+    assert again.hit and again.key == fold_run.features.key and not calls
+    assert torch.equal(again.views["centre"], fold_run.features.views["centre"])
+    assert set(again.views) == {"centre", "flip"}
+
+
+def test_feature_cache_key_changes_with_the_backbone_checkpoint(trained, tmp_path):
+    cfg, _, fold_run, _ = trained
+    other = tmp_path / "other.pt"
+    backbone = create_backbone(cfg.model.backbone)
+    torch.save(backbone.state_dict(), other)
+    fresh = load_or_compute(backbone, other, fold_run.data, cfg, torch.device("cpu"))
+    assert fresh.key != fold_run.features.key and not fresh.hit
+
+
+def test_predict_matches_the_trained_model_on_a_test_image(trained, capsys):
+    _, out, fold_run, _ = trained
+    data = fold_run.data
+    saved = np.load(out / "stage2" / PREDICTIONS_FILE)
+    row = int(saved["test_rows"][0])
+    image = data.images_root / data.manifest["image"].iloc[row]
+    records = predict_cli.predict(out / "stage2", [image])
+    probs = np.array(list(records[0]["probabilities"].values()))
+    assert list(records[0]["probabilities"]) == data.au_names
+    np.testing.assert_allclose(probs, saved["test_probs"][0], atol=0.02)  # cached features are float16
+    assert records[0]["active"] == [au for au, p in zip(data.au_names, probs) if p >= 0.5]
+    assert predict_cli.main(["--model", str(out / "stage2"), "--json", str(image)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["image"] == str(image)
+    assert predict_cli.main(["--model", str(out / "stage0"), str(image)]) == 0
+    assert "AU12" in capsys.readouterr().out
+
+
+def test_predict_refuses_missing_inputs(trained, tmp_path, capsys):
+    _, out, _, _ = trained
+    assert predict_cli.main(["--model", str(tmp_path), "x.png"]) == 2
+    assert "not a saved model" in capsys.readouterr().err
+    assert predict_cli.main(["--model", str(out / "stage2"), str(tmp_path / "nope.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_fit_fails_with_the_name_of_a_non_finite_loss_term():
+    model = torch.nn.Linear(2, 2)
+    batches = lambda: [(torch.ones(1, 2),)]
+    terms = lambda batch: {"orth": torch.tensor(float("nan")), "loss": model(batch[0]).sum()}
+    with pytest.raises(NonFiniteLossError, match="stage2: loss term orth became nan at epoch 1"):
+        fit("stage2", model, StageConfig(epochs=1), batches, terms, None, ["AU1"], 0.5, torch.device("cpu"))
+
+
+def test_run_cli_refuses_bad_config_and_missing_images(tmp_path, capsys):
+    assert run_cli.main(["--set", "stage2.tau=-1", "--out", str(tmp_path / "a")]) == 2
+    assert "stage2.tau" in capsys.readouterr().err
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,subject,session,frame," + ",".join(f"AU{n}" for n in (1, 2, 4, 6, 9, 12, 25, 26)) + "\n"
+                        + "".join(f"SN00{i}/0.png,SN00{i},,0,1,0,0,0,0,0,0,0\n" for i in range(1, 10)))
+    code = run_cli.main(["--dataset", "disfa", "--set", f"data.manifest={manifest}", "--set", f"data.images={tmp_path}",
+                         "--set", "model.weights=none", "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "stage0" / "result.json").exists()
