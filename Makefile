@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,10 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(PY) -m clile_core.run --dataset synthetic --fold 1 --variant CL-ILE
+	$(PY) -m orchestrator.ablate
 
 test: setup
 	$(PY) -m pytest -q
-
-bench: setup
-	$(PY) bench/feature_cache.py

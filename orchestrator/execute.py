@@ -22,12 +22,12 @@ from orchestrator.store import UNIT_RECORD, ArtifactStore
 from orchestrator.units import Unit
 
 Report = Callable[[dict[str, Any]], None]
-FAIL_ENV = "CLILE_FAIL_UNITS"  # comma-separated unit-key prefixes to fail on purpose (fault-injection tests)
+FAIL_ENV = "CLILE_FAIL_UNITS"  # unit-key prefixes or table rows (e.g. A1) whose unit fails on purpose (fault-injection tests)
 
 
 def _inject_failure(unit: Unit) -> None:
     for prefix in filter(None, os.environ.get(FAIL_ENV, "").split(",")):
-        if unit.key.startswith(prefix) or prefix in unit.variants:
+        if unit.key.startswith(prefix) or prefix in unit.final_for:
             raise RuntimeError(f"injected failure for unit {unit.key} ({FAIL_ENV}={os.environ[FAIL_ENV]})")
 
 

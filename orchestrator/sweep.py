@@ -7,6 +7,7 @@ import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -93,12 +94,11 @@ class _TrackingCallback(tune.Callback):
 
 
 def _error_text(trial: Any) -> str:
-    for attr in ("error_msg", "get_error"):
-        value = getattr(trial, attr, None)
-        value = value() if callable(value) else value
-        if value:
-            return str(value)
-    return "trial errored"
+    """The trial's traceback: Ray writes it to the trial's local error file before calling back."""
+    path = trial.error_file
+    if path and Path(path).exists():
+        return Path(path).read_text()
+    return str(trial.get_error() or "trial errored")
 
 
 def _reuse(unit: Unit, store: ArtifactStore, tracker: SweepTracker, dataset: str, outcome: SweepOutcome) -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 from sweep_helpers import command, completed_units, run, runs, unit_runs
 
-from orchestrator.resources import plan_resources
+from orchestrator.resources import explain, plan_resources
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +75,14 @@ def test_dry_run_lists_units_and_cache_state(ablation):
 
 
 def test_failing_unit_is_retried_then_reported_and_the_rest_finishes(tmp_path):
+    # --gpus-per-trial 1 on this CPU-only machine also checks that no trial waits for a GPU forever
     result = run(tmp_path, "ablate", "--folds", "1", "--variants", "A0", "A1", "CL-ILE", "--retries", "1",
-                 env={"CLILE_FAIL_UNITS": "A1"})
+                 "--gpus-per-trial", "1", env={"CLILE_FAIL_UNITS": "A1"})
     assert result.returncode == 1
+    assert "no GPU available, every trial runs on CPU" in result.stderr
     assert "injected failure" in result.stderr
     table = result.stdout
-    assert "| A1 | — |" in table and "0/1" in table and "| CL-ILE |" in table
+    assert "| A1 | – | – | – | ✓ | — | 0/1 |" in table and "| CL-ILE | ✓ | ✓ | ✓ | ✓ |" in table
     children = unit_runs(runs(tmp_path, "clile-ablation"))
     failed = children[children["status"] == "FAILED"]
     assert list(failed["tags.mlflow.runName"]) == ["A1 · fold 1 · resnet18 · stage II"]
@@ -143,12 +145,12 @@ def test_bad_yaml_is_refused_with_file_and_key(tmp_path, flag, body, fragment):
     assert fragment in result.stderr and str(path) in result.stderr and "Traceback" not in result.stderr
 
 
-def test_gpu_request_on_cpu_only_cluster_runs_on_cpu(tmp_path):
+def test_gpu_requests_follow_the_cluster():
     cpu_only = {"CPU": 4.0}
     assert plan_resources(cpu_only, "stage0", 0.5, None).gpu == 0.0
     assert plan_resources(cpu_only, "stage2", 1.0, 2).as_ray() == {"cpu": 2, "gpu": 0.0}
+    assert "no GPU available" in explain(cpu_only, 0.25)
     with_gpu = {"CPU": 8.0, "GPU": 2.0}
-    assert plan_resources(with_gpu, "stage0", 0.25, None).gpu == 1.0
-    assert plan_resources(with_gpu, "stage1", 0.25, None).gpu == 0.25
-    result = run(tmp_path, "ablate", "--folds", "1", "--variants", "A0", "--gpus-per-trial", "1")
-    assert result.returncode == 0 and "no GPU available, every trial runs on CPU" in result.stderr
+    assert plan_resources(with_gpu, "stage0", 0.25, None).gpu == 1.0  # the backbone gets a whole GPU
+    assert plan_resources(with_gpu, "stage1", 0.25, None).gpu == 0.25  # cached-feature stages share one
+    assert "no GPU available" not in explain(with_gpu, 0.25)
