@@ -13,9 +13,11 @@ import torch
 from clile_core.atomic import atomic_path, write_text
 from clile_core.config import RunConfig, StageConfig, to_dict
 from clile_core.features import FeatureStore
-from clile_core.losses import inverse_frequency_weights, selective_learning_weights
+from clile_core.data.fold_data import FoldData
+from clile_core.data.images import view_names
+from clile_core.losses import inverse_frequency_weights, selective_learning_weights, weighted_bce
 from clile_core.metrics import f1_table
-from clile_core.training.loop import Evaluation, FitResult
+from clile_core.training.loop import EpochCallback, Evaluation, FitResult, fit
 
 Weighter = Callable[[torch.Tensor], torch.Tensor | None]
 
@@ -28,6 +30,22 @@ def bce_weighter(kind: str, train_labels: np.ndarray) -> Weighter:
         fixed = inverse_frequency_weights(torch.as_tensor(train_labels))
         return lambda labels: fixed
     return lambda labels: None
+
+
+class BatchLoss:
+    """Eq. 2 for a batch: labels of manifest rows on the device, weights as ``loss_weighting`` says."""
+
+    def __init__(self, cfg: RunConfig, data: FoldData, device: torch.device):
+        self.labels = torch.as_tensor(data.labels, dtype=torch.float32)
+        self.weights_for = bce_weighter(cfg.loss_weighting, data.labels[data.split.train])
+        self.device = device
+
+    def labels_of(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.labels[rows].to(self.device)
+
+    def bce(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = labels.to(self.device)
+        return weighted_bce(logits.float(), labels, self.weights_for(labels))
 
 
 @dataclass
@@ -95,3 +113,35 @@ def evaluate_features(
         probs.append(torch.sigmoid(logits_fn(tokens).float()).cpu())
     stacked = torch.cat(probs).numpy() if probs else np.zeros((0, labels.shape[1]))
     return Evaluation(stacked, labels[rows])
+
+
+Scores = Callable[[np.ndarray], Evaluation]
+
+
+def fit_on_features(
+    stage: str, model: torch.nn.Module, stage_cfg: StageConfig, cfg: RunConfig, data: FoldData, features: FeatureStore,
+    loss_terms: Callable[[tuple[torch.Tensor, torch.Tensor]], dict[str, torch.Tensor]],
+    logits: Callable[[torch.Tensor], torch.Tensor], device: torch.device, callback: EpochCallback | None,
+) -> tuple[FitResult, Scores]:
+    """Stages I and II: shuffled batches of cached views, validation on the centre view; returns the
+    fit and the scorer the final evaluation uses."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    views = view_names(cfg.features.random_crops)
+
+    def scores(rows: np.ndarray) -> Evaluation:
+        return evaluate_features(features, rows, data.labels, logits, device)
+
+    fitted = fit(
+        stage, model, stage_cfg, lambda: feature_batches(features, data.split.train, stage_cfg, generator, views),
+        loss_terms, lambda: scores(data.split.val), data.au_names, cfg.threshold, device, callback,
+    )
+    return fitted, scores
+
+
+def finish_stage(stage: str, cfg: RunConfig, data: FoldData, out_dir: Path, fitted: FitResult, scores: Scores) -> StageResult:
+    """Evaluate the selected model on the test and seen splits; write predictions and ``result.json``."""
+    evaluations = {split: scores(getattr(data.split, split)) for split in ("test", "seen")}
+    save_predictions(out_dir, evaluations, {split: getattr(data.split, split) for split in evaluations})
+    result = StageResult(stage, Path(out_dir), final_metrics(fitted, evaluations, data.au_names, cfg.threshold), fitted.history)
+    result.save(cfg)
+    return result

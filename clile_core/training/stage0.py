@@ -12,11 +12,10 @@ from clile_core.atomic import atomic_path
 from clile_core.config import RunConfig
 from clile_core.data.fold_data import FoldData
 from clile_core.data.images import FrameDataset, eval_transform, train_transform
-from clile_core.losses import weighted_bce
 from clile_core.model_io import save_model
 from clile_core.models.backbones import create_backbone
 from clile_core.models.encoder import Stage0Model
-from clile_core.training.common import StageResult, bce_weighter, save_predictions, final_metrics
+from clile_core.training.common import BatchLoss, StageResult, finish_stage
 from clile_core.training.loop import EpochCallback, Evaluation, fit, select_device
 
 BACKBONE_FILE = "backbone.pt"
@@ -40,12 +39,11 @@ def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochC
         train_set, batch_size=cfg.stage0.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
         drop_last=len(train_set) > cfg.stage0.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
     )
-    weights_for = bce_weighter(cfg.loss_weighting, data.labels[data.split.train])
+    batch_loss = BatchLoss(cfg, data, device)
 
     def loss_terms(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images, labels, _ = batch
-        labels = labels.to(device)
-        bce = weighted_bce(model(images.to(device)).float(), labels, weights_for(labels))
+        bce = batch_loss.bce(model(images.to(device)), labels)
         return {"bce": bce, "loss": bce}
 
     fitted = fit(
@@ -53,13 +51,9 @@ def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochC
         lambda: _predict_images(model, data, data.split.val, cfg, device),
         data.au_names, cfg.threshold, device, callback,
     )
-    evaluations = {split: _predict_images(model, data, getattr(data.split, split), cfg, device) for split in ("test", "seen")}
     out_dir = Path(out_dir)
     with atomic_path(out_dir / BACKBONE_FILE) as tmp:
         torch.save(model.backbone.state_dict(), tmp)
     save_model(out_dir, "stage0", {"head": model.head.state_dict()}, out_dir / BACKBONE_FILE,
                cfg.model, cfg.data, data.au_names, cfg.threshold)
-    save_predictions(out_dir, evaluations, {split: getattr(data.split, split) for split in evaluations})
-    result = StageResult("stage0", out_dir, final_metrics(fitted, evaluations, data.au_names, cfg.threshold), fitted.history)
-    result.save(cfg)
-    return result
+    return finish_stage("stage0", cfg, data, out_dir, fitted, lambda rows: _predict_images(model, data, rows, cfg, device))

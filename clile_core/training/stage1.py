@@ -11,12 +11,11 @@ from torch import nn
 from clile_core.atomic import atomic_path
 from clile_core.config import RunConfig
 from clile_core.data.fold_data import FoldData
-from clile_core.data.images import view_names
 from clile_core.features import FeatureStore
-from clile_core.losses import id_loss, weighted_bce
+from clile_core.losses import id_loss
 from clile_core.models.encoder import FeatureEncoder, au_logits, gaussian_embeddings
-from clile_core.training.common import StageResult, bce_weighter, save_predictions, evaluate_features, feature_batches, final_metrics
-from clile_core.training.loop import EpochCallback, fit, select_device
+from clile_core.training.common import BatchLoss, StageResult, finish_stage, fit_on_features
+from clile_core.training.loop import EpochCallback, select_device
 
 STAGE1_FILE = "stage1.pt"
 
@@ -44,35 +43,21 @@ def train_stage1(
     s1 = cfg.stage1
     model = IdentityModel(features.token_dim, len(data.split.train_subjects), len(data.au_names), cfg).to(device)
     subject_of = torch.as_tensor(data.subject_index(range(len(data.manifest))))
-    labels_all = torch.as_tensor(data.labels, dtype=torch.float32)
-    weights_for = bce_weighter(cfg.loss_weighting, data.labels[data.split.train])
-    generator = torch.Generator().manual_seed(cfg.seed)
-    views = view_names(cfg.features.random_crops)
+    batch_loss = BatchLoss(cfg, data, device)
 
     def loss_terms(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         tokens, rows = batch
-        labels = labels_all[rows].to(device)
         f_id = model.encoder(tokens.to(device))
-        logits = au_logits(f_id, model.ile[subject_of[rows].to(device)]).float()
-        bce = weighted_bce(logits, labels, weights_for(labels))
+        bce = batch_loss.bce(au_logits(f_id, model.ile[subject_of[rows].to(device)]), batch_loss.labels_of(rows))
         if not s1.use_id_loss:
             return {"bce": bce, "loss": bce}
         l_id = id_loss(model.ile.float())
         return {"bce": bce, "id": l_id, "loss": s1.lam * bce + (1 - s1.lam) * l_id}
 
-    def scores(rows):
-        return evaluate_features(features, rows, data.labels, lambda t: au_logits(model.encoder(t), model.mean_ile()), device)
-
-    fitted = fit(
-        "stage1", model, s1, lambda: feature_batches(features, data.split.train, s1, generator, views),
-        loss_terms, lambda: scores(data.split.val), data.au_names, cfg.threshold, device, callback,
-    )
-    evaluations = {split: scores(getattr(data.split, split)) for split in ("test", "seen")}
+    fitted, scores = fit_on_features("stage1", model, s1, cfg, data, features, loss_terms,
+                                     lambda t: au_logits(model.encoder(t), model.mean_ile()), device, callback)
     out_dir = Path(out_dir)
     with atomic_path(out_dir / STAGE1_FILE) as tmp:
         torch.save({"encoder": model.encoder.state_dict(), "ile": model.ile.detach().cpu(),
                     "subjects": data.split.train_subjects}, tmp)
-    save_predictions(out_dir, evaluations, {split: getattr(data.split, split) for split in evaluations})
-    result = StageResult("stage1", out_dir, final_metrics(fitted, evaluations, data.au_names, cfg.threshold), fitted.history)
-    result.save(cfg)
-    return result
+    return finish_stage("stage1", cfg, data, out_dir, fitted, scores)

@@ -10,13 +10,12 @@ from torch import nn
 
 from clile_core.config import RunConfig
 from clile_core.data.fold_data import FoldData
-from clile_core.data.images import view_names
 from clile_core.features import FeatureStore
-from clile_core.losses import contrastive_loss, orth_loss, weighted_bce
+from clile_core.losses import contrastive_loss, orth_loss
 from clile_core.model_io import save_model
 from clile_core.models.encoder import FeatureEncoder, au_logits, gaussian_embeddings
-from clile_core.training.common import StageResult, bce_weighter, save_predictions, evaluate_features, feature_batches, final_metrics
-from clile_core.training.loop import EpochCallback, fit, select_device
+from clile_core.training.common import BatchLoss, StageResult, finish_stage, fit_on_features
+from clile_core.training.loop import EpochCallback, select_device
 from clile_core.training.stage1 import STAGE1_FILE
 
 
@@ -59,16 +58,13 @@ def train_stage2(
         stage1 = torch.load(Path(stage1_dir) / STAGE1_FILE, map_location="cpu", weights_only=True)
         id_encoder = _init_from_stage1(model, stage1, features.token_dim, cfg, device)
     model.to(device)
-    labels_all = torch.as_tensor(data.labels, dtype=torch.float32)
-    weights_for = bce_weighter(cfg.loss_weighting, data.labels[data.split.train])
-    generator = torch.Generator().manual_seed(cfg.seed)
-    views = view_names(cfg.features.random_crops)
+    batch_loss = BatchLoss(cfg, data, device)
 
     def loss_terms(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         tokens, rows = batch
-        tokens, labels = tokens.to(device), labels_all[rows].to(device)
+        tokens, labels = tokens.to(device), batch_loss.labels_of(rows)
         f_g = model.encoder(tokens)
-        bce = weighted_bce(au_logits(f_g, model.au).float(), labels, weights_for(labels))
+        bce = batch_loss.bce(au_logits(f_g, model.au), labels)
         terms = {"bce": bce}
         total = s2.lambda1 * bce
         if s2.use_orth:
@@ -82,18 +78,8 @@ def train_stage2(
         terms["loss"] = total
         return terms
 
-    def scores(rows):
-        return evaluate_features(features, rows, data.labels, model.logits, device)
-
-    fitted = fit(
-        "stage2", model, s2, lambda: feature_batches(features, data.split.train, s2, generator, views),
-        loss_terms, lambda: scores(data.split.val), data.au_names, cfg.threshold, device, callback,
-    )
-    evaluations = {split: scores(getattr(data.split, split)) for split in ("test", "seen")}
+    fitted, scores = fit_on_features("stage2", model, s2, cfg, data, features, loss_terms, model.logits, device, callback)
     out_dir = Path(out_dir)
     save_model(out_dir, "clile", {"encoder": model.encoder.state_dict(), "au_embeddings": model.au.detach().cpu()},
                backbone_ckpt, cfg.model, cfg.data, data.au_names, cfg.threshold)
-    save_predictions(out_dir, evaluations, {split: getattr(data.split, split) for split in evaluations})
-    result = StageResult("stage2", out_dir, final_metrics(fitted, evaluations, data.au_names, cfg.threshold), fitted.history)
-    result.save(cfg)
-    return result
+    return finish_stage("stage2", cfg, data, out_dir, fitted, scores)
