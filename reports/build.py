@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from clile_core.variants import load_variants
 from orchestrator.tracking import default_tracking_uri
@@ -91,11 +92,20 @@ def _artifact(client: MlflowClient, run_ids: list[str], path: str, dst: Path) ->
     for run_id in run_ids:
         try:
             present = path in {a.path for a in client.list_artifacts(run_id, folder)}
-        except mlflow.exceptions.MlflowException:
+        except MlflowException:
             continue
         if present:
             return Path(client.download_artifacts(run_id, path, str(dst)))
     return None
+
+
+def _has_figures(client: MlflowClient, run_id: str) -> bool:
+    if not run_id:
+        return False
+    try:
+        return any(a.path == "figures" for a in client.list_artifacts(run_id))
+    except MlflowException:  # e.g. 'unknown': the training run is not in this store
+        return False
 
 
 def _history(client: MlflowClient, unit: pd.Series) -> dict[str, list[tuple[int, float]]]:
@@ -175,6 +185,8 @@ def build(client: MlflowClient, experiment_id: str, parent_id: str | None = None
 
     finished = units[units["status"] == "FINISHED"] if len(units) else units
     for _, unit in finished.iterrows():
+        if _has_figures(client, _tag(unit, "reused_from")):
+            continue  # drawn when the unit was trained; its reused_from tag leads there
         paths = unit_figures(client, unit, au_names, out_dir / "units" / _tag(unit, "unit_key", unit["run_id"]))
         report.files += paths
         if log:
