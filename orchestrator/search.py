@@ -77,9 +77,10 @@ class _TrialTracking(tune.Callback):
         run_id = self.runs[trial.trial_id]
         for key in filter(None, (trial.last_result or {}).get("unit_keys", "").split(",")):
             if self.store.is_complete(key) and self.store.trained_run_id(key) is None:
-                self.tracker.start_unit(self.store.load_spec(key), self.ctx.args.dataset, parent_id=run_id)
-                self.tracker.finish_unit(key, self.store.record(key), self.store.unit_dir(key), replay_history=True)
-                self.store.set_run_id(key, self.tracker.children[key])
+                unit_run = self.tracker.start_unit(self.store.load_spec(key), self.ctx.args.dataset, parent_id=run_id)
+                self.tracker.finish_unit(key, self.store.record(key), self.store.unit_dir(key), replay_history=True,
+                                         run_id=unit_run)
+                self.store.set_run_id(key, unit_run)
         self.tracker.client.set_terminated(run_id, status)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

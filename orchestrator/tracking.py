@@ -113,6 +113,7 @@ class SweepTracker:
         return run.info.run_id
 
     def start_unit(self, unit: Unit, dataset: str, reused_from: str | None = None, parent_id: str | None = None) -> str:
+        """A run for ``unit``: a child of the sweep, or nested under ``parent_id`` (a search trial)."""
         tags = {
             UNIT_TAG: unit.key, "dataset": dataset, "fold": str(unit.fold), "variant": ",".join(unit.variants),
             "final_for": ",".join(unit.final_for), "backbone": unit.backbone, "stage": unit.stage,
@@ -120,7 +121,8 @@ class SweepTracker:
         if reused_from:
             tags["reused_from"] = reused_from
         run_id = self.start_child(unit.name(), tags, flatten(unit.run_config()), parent_id)
-        self.children[unit.key] = run_id
+        if parent_id is None:  # only the sweep's own children answer its table
+            self.children[unit.key] = run_id
         return run_id
 
     def log_epoch(self, unit_key: str, metrics: dict[str, Any]) -> None:
@@ -129,9 +131,12 @@ class SweepTracker:
             epoch = int(metrics["epoch"])
             self.log_metrics(run_id, {k: v for k, v in metrics.items() if k.startswith(EPOCH_METRIC_PREFIXES)}, step=epoch)
 
-    def finish_unit(self, unit_key: str, record: dict[str, Any], unit_dir: Path | None, replay_history: bool) -> None:
-        """Final metrics (and, for a reused unit, its epoch history) and artifacts; then FINISHED."""
-        run_id = self.children[unit_key]
+    def finish_unit(self, unit_key: str, record: dict[str, Any], unit_dir: Path | None, replay_history: bool,
+                    run_id: str | None = None) -> None:
+        """Final metrics (and, for a reused unit, its epoch history) and artifacts; then FINISHED.
+        ``run_id`` names a run nested elsewhere; by default the unit's child of the sweep."""
+        direct = run_id is None
+        run_id = run_id or self.children[unit_key]
         if replay_history:
             for row in record.get("history", []):
                 self.log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
@@ -143,7 +148,8 @@ class SweepTracker:
             if (unit_dir / "weights.pt").exists():
                 self.client.log_artifact(run_id, str(unit_dir / "weights.pt"), "model")
         self.client.set_terminated(run_id, "FINISHED")
-        self.finished_units.add(unit_key)
+        if direct:
+            self.finished_units.add(unit_key)
 
     def fail_unit(self, unit_key: str, reason: str, status: str = "FAILED") -> None:
         run_id = self.children.get(unit_key)

@@ -123,7 +123,8 @@ def test_search_reports_best_point_beside_paper_defaults(tmp_path):
     result = run(tmp_path, "search", "--folds", "1", "--num-samples", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "best point (mean validation F1" in result.stdout
-    assert "| paper defaults |" in result.stdout and "| search best |" in result.stdout
+    assert "| paper defaults | this run |" in result.stdout and "| search best | this run |" in result.stdout
+    assert "| search best | this run | — |" not in result.stdout  # its units, trained in a trial, are reused
     frame = runs(tmp_path, "clile-search")
     trials = frame[frame["tags.stage"] == "search-trial"]
     assert len(trials) == 2 and set(trials["status"]) == {"FINISHED"}
