@@ -12,6 +12,7 @@ from typing import Any
 
 from ray import tune
 
+from clile_core.models.backbones import parameter_count
 from orchestrator.execute import tune_trainable
 from orchestrator.resources import explain, init_ray, plan_resources, warn
 from orchestrator.store import ArtifactStore
@@ -109,6 +110,14 @@ def _reuse(unit: Unit, store: ArtifactStore, tracker: SweepTracker, dataset: str
     tracker.finish_unit(unit.key, store.record(unit.key), None, replay_history=True)
 
 
+def longest_first(units: list[Unit]) -> list[Unit]:
+    """Trials start in list order and take free slots as others end, so the costliest go first: a swin_t
+    started last would run alone while the other slots idle. Stage-0 cost is proxied by the backbone's
+    parameter count; stages I/II train on cached features and cost alike, so their order is kept."""
+    sizes = {u.backbone: parameter_count(u.backbone) for u in units if u.stage == "stage0"}
+    return sorted(units, key=lambda u: sizes.get(u.backbone, 0) if u.stage == "stage0" else 0, reverse=True)
+
+
 def _run_level(stage: str, units: list[Unit], store: ArtifactStore, tracker: SweepTracker, options: SweepOptions,
                cluster: dict[str, float], outcome: SweepOutcome, name: str) -> None:
     resources = plan_resources(cluster, stage, options.gpus_per_trial, options.max_concurrent)
@@ -148,6 +157,7 @@ def execute(plan: Plan, store: ArtifactStore, tracker: SweepTracker, options: Sw
                 _reuse(unit, store, tracker, options.dataset, outcome)
             else:
                 pending.append(unit)
+        pending = longest_first(pending)
         for unit in pending:
             store.save_spec(unit)
         if pending:

@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from clile_core.config import ModelConfig
-from clile_core.models.backbones import BACKBONES, create_backbone
+from clile_core.models.backbones import BACKBONES, create_backbone, parameter_count
 from clile_core.models.encoder import FeatureEncoder, au_logits
 
 
@@ -59,3 +59,9 @@ def test_au_logits_is_inner_product_with_normalised_embeddings():
     assert au_logits(f, shared).tolist() == [[2.0, 0.0]]
     per_sample = torch.tensor([[[0.0, 5.0], [-1.0, 0.0]]])
     assert au_logits(f, per_sample).tolist() == [[0.0, -2.0]]
+
+
+def test_parameter_count_matches_the_built_model_without_allocating_it():
+    built = sum(p.numel() for p in create_backbone("resnet18").parameters())
+    assert parameter_count("resnet18") == built == 11_176_512
+    assert parameter_count("resnet152") > parameter_count("resnet50") > built

@@ -10,7 +10,10 @@ import time
 import pytest
 from sweep_helpers import command, completed_units, run, runs, unit_runs
 
+from clile_core.config import RunConfig, to_dict
 from orchestrator.resources import explain, plan_resources
+from orchestrator.sweep import longest_first
+from orchestrator.units import Unit
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +159,16 @@ def test_gpu_requests_follow_the_cluster():
     assert plan_resources(with_gpu, "stage0", 0.25, None).gpu == 1.0  # the backbone gets a whole GPU
     assert plan_resources(with_gpu, "stage1", 0.25, None).gpu == 0.25  # cached-feature stages share one
     assert "no GPU available" not in explain(with_gpu, 0.25)
+
+
+def test_costliest_stage0_units_start_first():
+    base = to_dict(RunConfig())
+
+    def unit(stage: str, backbone: str) -> Unit:
+        config = {**base, "model": {**base["model"], "backbone": backbone}}
+        return Unit(stage, 1, config, {"stage0": "up"} if stage != "stage0" else {}, "manifest")
+
+    order = longest_first([unit("stage0", "resnet18"), unit("stage0", "swin_t"), unit("stage0", "resnet152")])
+    assert [u.backbone for u in order] == ["resnet152", "swin_t", "resnet18"]
+    later = [unit("stage2", "resnet18"), unit("stage2", "resnet50")]
+    assert [u.backbone for u in longest_first(later)] == ["resnet18", "resnet50"]  # equal cost: order kept

@@ -131,3 +131,9 @@ def create_backbone(name: str, weights: str = "none") -> Backbone:
     elif weights != "none":
         load_weights(backbone, weights)
     return backbone
+
+
+def parameter_count(name: str) -> int:
+    """Parameters of a registered backbone, counted on the meta device (no memory, no weights)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_backbone(name).parameters())
