@@ -21,7 +21,7 @@ from PIL import Image
 
 from clile_core.config import load_run_config
 from clile_core.data.fold_data import FoldData, load_fold_data
-from clile_core.data.images import view_transform
+from clile_core.data.images import ViewTransform
 from clile_core.features import FeatureStore
 from clile_core.models.backbones import create_backbone, load_weights
 from clile_core.pipeline import stage0_features
@@ -33,21 +33,25 @@ from clile_core.variants import get_variant
 class LiveFeatures(FeatureStore):
     """Same interface as the cache, but every request decodes the images and runs the backbone."""
 
-    def __init__(self, backbone: torch.nn.Module, data: FoldData, cfg, views: list[str], token_dim: int):
+    def __init__(self, backbone: torch.nn.Module, data: FoldData, cfg, views: list[str], shape: tuple[int, int]):
         super().__init__("live", Path("."), {}, hit=False)
-        self.backbone, self.data, self._dim = backbone.eval(), data, token_dim
-        self.transforms = {name: view_transform(cfg.data, name) for name in views}
+        self.backbone, self.data, self._shape = backbone.eval(), data, shape
+        self.transforms = {name: ViewTransform(cfg.data, name) for name in views}
 
     @property
     def token_dim(self) -> int:
-        return self._dim
+        return self._shape[1]
+
+    @property
+    def token_count(self) -> int:
+        return self._shape[0]
 
     @torch.no_grad()
     def _tokens(self, rows: torch.Tensor, views: list[str]) -> torch.Tensor:
         images = []
         for row, view in zip(rows.tolist(), views):
             with Image.open(self.data.images_root / self.data.manifest["image"].iloc[row]) as img:
-                images.append(self.transforms[view](img.convert("RGB")))
+                images.append(self.transforms[view](img.convert("RGB"), row))
         return self.backbone(torch.stack(images)).float()
 
     def gather(self, rows, view: str = "centre") -> torch.Tensor:
@@ -78,7 +82,7 @@ def main() -> None:
         print(f"one-off feature extraction: {time.time() - start:.1f}s")
         backbone = create_backbone(cfg.model.backbone, "none")
         load_weights(backbone, ckpt)
-        live = LiveFeatures(backbone, data, cfg, list(cached.views), cached.token_dim)
+        live = LiveFeatures(backbone, data, cfg, list(cached.views), (cached.token_count, cached.token_dim))
         epoch_seconds = {}
         for label, features in (("cached", cached), ("uncached", live)):
             result = train_stage2(cfg, data, features, Path(tmp) / f"stage2-{label}", ckpt)

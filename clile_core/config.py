@@ -6,6 +6,7 @@ Layers, later wins: dataclass defaults (the paper, BP4D) -> dataset preset -> --
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from typing import Any
 
 import yaml
 
-SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+# Presets, variants and search spaces are package data of the top-level `search_spaces` package: found the
+# same way in a checkout, an editable install and a wheel.
+SEARCH_SPACES = Path(str(importlib.resources.files("search_spaces")))
 
 
 class ConfigError(ValueError):
@@ -59,6 +62,7 @@ class ModelConfig:
     ff_dim: int = 2048
     dropout: float = 0.1
     pooling: str = "mean"
+    pos_embedding: bool = True  # learned embedding per token position (PAPER.md: open in the paper)
 
     _choices = {"pooling": ("mean", "cls")}
     _ranges = {"dim": (8, 8192), "layers": (1, 48), "heads": (1, 64), "ff_dim": (8, 65536), "dropout": (0.0, 0.9)}
@@ -76,7 +80,11 @@ class StageConfig:
     plateau_patience: int = 2
     plateau_factor: float = 0.1
     grad_clip: float | None = 5.0  # Eq. 4's log(|sim|+eps) has gradients up to 1/eps near 0
+    # Which epoch's weights the stage keeps, and what the plateau schedule follows: 'val_f1' = the best
+    # validation-F1 epoch (schedule on validation F1); 'last' = the last epoch (schedule on training loss).
+    select: str = "val_f1"
 
+    _choices = {"select": ("val_f1", "last")}
     _ranges = {"epochs": (1, 100000), "lr": (1e-9, 10.0), "momentum": (0.0, 0.999), "weight_decay": (0.0, 1.0),
                "batch_size": (1, 65536), "plateau_patience": (0, 1000), "plateau_factor": (0.001, 1.0)}
 
@@ -91,8 +99,14 @@ class Stage0Config(StageConfig):
 class Stage1Config(StageConfig):
     use_id_loss: bool = True
     lam: float = 0.4  # Eq. 3: L1 = lam * L_BCE + (1 - lam) * L_ID
+    # Stage I fits the training subjects' own ILEs: validation subjects have none, so a held-out-subject
+    # score (the mean-ILE head's F1) should choose neither its checkpoint nor its learning-rate drops.
+    select: str = "last"
+    # L_ID is a log-ratio of sums over all N×C embeddings, so each ILE row receives O(1/(N·C)) of its
+    # gradient; at the encoder's rate the table barely moves in 20 epochs. Its rate is this multiple.
+    ile_lr_scale: float = 20.0
 
-    _ranges = {**StageConfig._ranges, "lam": (0.0, 1.0)}
+    _ranges = {**StageConfig._ranges, "lam": (0.0, 1.0), "ile_lr_scale": (1e-3, 1e4)}
 
 
 @dataclass
@@ -107,7 +121,7 @@ class Stage2Config(StageConfig):
     init_from_stage1: bool = True  # F_enc^G starts as a copy of F_enc^ID ("same structure and parameters")
     au_init: str = "mean_ile"  # AU^G starts as the mean ILE over subjects, or 'random'
 
-    _choices = {"au_init": ("mean_ile", "random")}
+    _choices = {**StageConfig._choices, "au_init": ("mean_ile", "random")}
     _ranges = {**StageConfig._ranges, "lambda1": (0.0, 100.0), "lambda2": (0.0, 100.0), "lambda3": (0.0, 100.0),
                "tau": (1e-3, 100.0)}
 
@@ -134,6 +148,7 @@ class RunConfig:
     threshold: float = 0.5
     seed: int = 0
     device: str = "auto"
+    deterministic: bool = False  # GPU: deterministic kernels only (slower); CPU runs repeat bit for bit anyway
 
     _choices = {"loss_weighting": ("selective", "inverse_frequency", "none"), "device": ("auto", "cpu", "cuda")}
     _ranges = {"threshold": (0.0, 1.0)}

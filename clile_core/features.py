@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from clile_core.atomic import atomic_dir
 from clile_core.config import RunConfig
 from clile_core.data.fold_data import FoldData
-from clile_core.data.images import FrameDataset, view_names, view_transform
+from clile_core.data.images import FrameDataset, ViewTransform, view_names
 from clile_core.models.backbones import Backbone
 
 import numpy as np
@@ -40,6 +40,7 @@ def cache_key(backbone_hash: str, manifest_hash: str, cfg: RunConfig) -> str:
         "input_size": cfg.data.input_size,
         "resize": cfg.data.resize,
         "views": view_names(cfg.features.random_crops),
+        "crops": "per-image",  # random-crop offsets are drawn per image (they were per view before)
         "dtype": cfg.features.dtype,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
@@ -57,6 +58,10 @@ class FeatureStore:
     @property
     def token_dim(self) -> int:
         return next(iter(self.views.values())).shape[-1]
+
+    @property
+    def token_count(self) -> int:
+        return next(iter(self.views.values())).shape[1]
 
     def gather(self, rows: np.ndarray | torch.Tensor, view: str = "centre") -> torch.Tensor:
         return self.views[view][torch.as_tensor(rows, dtype=torch.long)].float()
@@ -83,7 +88,7 @@ def _load(path: Path, key: str) -> FeatureStore | None:
 @torch.no_grad()
 def _compute(backbone: Backbone, data: FoldData, cfg: RunConfig, view: str, device: torch.device) -> torch.Tensor:
     rows = np.arange(len(data.manifest))
-    dataset = FrameDataset(data.manifest, data.images_root, rows, data.labels, view_transform(cfg.data, view))
+    dataset = FrameDataset(data.manifest, data.images_root, rows, data.labels, ViewTransform(cfg.data, view))
     loader = DataLoader(dataset, batch_size=max(64, cfg.stage0.batch_size), num_workers=cfg.data.num_workers)
     dtype = getattr(torch, cfg.features.dtype)
     chunks = []

@@ -60,8 +60,11 @@ def id_loss(ile: torch.Tensor) -> torch.Tensor:
     """Eq. 1 (stated intent, see PAPER.md): pull one subject's C embeddings together, push the
     same AU of different subjects apart.
 
-    ile: (N subjects, C AUs, D). L_ID = log( Σ_ij |sim(ILE_ij, mean_subjects_j)| / Σ_ij |sim(ILE_ij, mean_AUs_i)| ).
+    ile: (N subjects, C AUs, D). L_ID = log( Σ_ij |sim(ILE_ij, mean_subjects_j)| / Σ_ij |sim(ILE_ij, mean_AUs_i)| ),
+    on the L2-normalised ILEs ("normalized during training"): the means are of unit vectors, so the loss
+    depends on directions only and cannot be lowered by changing norms.
     """
+    ile = F.normalize(ile, dim=-1)
     per_au_mean = ile.mean(dim=0, keepdim=True)  # (1, C, D): the AU shared by all subjects
     per_subject_mean = ile.mean(dim=1, keepdim=True)  # (N, 1, D): the subject's centre
     across_subjects = F.cosine_similarity(ile, per_au_mean.expand_as(ile), dim=-1).abs().sum()
@@ -78,14 +81,16 @@ def contrastive_loss(f_g: torch.Tensor, au_emb: torch.Tensor, labels: torch.Tens
     """Eq. 5: multi-label supervised contrastive loss with F_emb^G as anchor.
 
     For each positive AU p: -log softmax_c(sim(F_emb^G, AU_c) / tau)[p], averaged over the sample's
-    positives, then over the samples with at least one positive (the others are skipped).
+    positives, then over the samples with at least one positive (the others are skipped). An uncoded
+    AU (-1) is neither positive nor negative: it is left out of the softmax's denominator too.
     """
     sims = F.cosine_similarity(f_g.unsqueeze(1), au_emb.unsqueeze(0), dim=-1) / tau  # (N, C)
-    log_prob = F.log_softmax(sims, dim=1)
-    positives = (labels == 1).to(log_prob.dtype)
+    log_prob = F.log_softmax(sims.masked_fill(~_coded(labels), float("-inf")), dim=1)
+    positives = labels == 1
     n_pos = positives.sum(1)
     has_pos = n_pos > 0
     if not has_pos.any():
         return sims.sum() * 0.0  # keeps the graph so a batch without positives still backpropagates
-    per_sample = -(log_prob * positives).sum(1) / n_pos.clamp(min=1)
+    # where() rather than a product: uncoded entries hold -inf, and -inf * 0 would be NaN
+    per_sample = -torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1) / n_pos.clamp(min=1)
     return per_sample[has_pos].mean()

@@ -85,7 +85,9 @@ def load_model(model_dir: str | Path) -> LoadedModel:
         net: nn.Module = Stage0Model(backbone, n_aus)
         net.head.load_state_dict(weights["head"])
     else:
-        encoder = FeatureEncoder(backbone.out_dim, model_cfg)
+        # the positional embedding's size is the backbone's token count at the trained input size
+        tokens = weights["encoder"]["pos"].shape[1] if "pos" in weights["encoder"] else 0
+        encoder = FeatureEncoder(backbone.out_dim, model_cfg, tokens=tokens)
         encoder.load_state_dict(weights["encoder"])
         net = _CLILEPredictor(backbone, encoder, weights["au_embeddings"])
     data_cfg = DataConfig(input_size=meta["input_size"], resize_size=meta["resize"])

@@ -29,7 +29,8 @@ def build_plan(ctx: Context) -> Plan:
     plan = Plan("ablate")
     for variant in _variants(ctx):
         for fold in ctx.args.folds:
-            add_variant_fold(plan, ctx.cfg, variant, fold, ctx.manifest_hash)
+            for seed in ctx.seeds:
+                add_variant_fold(plan, ctx.cfg, variant, fold, ctx.manifest_hash, seed=seed)
     return plan
 
 

@@ -62,7 +62,8 @@ def build_plan(ctx: Context) -> Plan:
             raise ValueError(f"unknown backbone {name!r}; registered: {sorted(BACKBONES)}")
         cfg = dataclasses.replace(ctx.cfg, model=dataclasses.replace(ctx.cfg.model, backbone=name))
         for fold in ctx.args.folds:
-            add_variant_fold(plan, cfg, stage0_only, fold, ctx.manifest_hash, row=name)
+            for seed in ctx.seeds:
+                add_variant_fold(plan, cfg, stage0_only, fold, ctx.manifest_hash, seed=seed, row=name)
     return plan
 
 

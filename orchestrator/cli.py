@@ -24,6 +24,8 @@ def common_parser(prog: str, description: str, default_experiment: str) -> argpa
     parser.add_argument("--manifest", help="real data: manifest from `python -m clile_core.data.prepare`")
     parser.add_argument("--images", help="real data: images root the manifest's paths are relative to")
     parser.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="repeat every unit with these seeds, e.g. --seeds 0 1 2 (default: the config's seed)")
     parser.add_argument("--config", help="YAML overriding the dataset preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--experiment", default=default_experiment, help="MLflow experiment name")
@@ -45,6 +47,15 @@ class Context:
     manifest_hash: str
     au_names: list[str]
     tracking_uri: str
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(dict.fromkeys(self.args.seeds)) if self.args.seeds else [self.cfg.seed]
+
+    @property
+    def runs_per_row(self) -> int:
+        """Table cells a row should have: one per (fold, seed)."""
+        return len(self.args.folds) * len(self.seeds)
 
 
 def prepare(args: argparse.Namespace) -> Context:
@@ -85,6 +96,7 @@ def run_command(
         return 0
     tracker = SweepTracker(ctx.tracking_uri, args.experiment, plan.command, args.dataset, sweep_key(plan),
                            {"command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
+                            "seeds": " ".join(map(str, ctx.seeds)),
                             "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
     if tracker.resumed:
         print(f"[{plan.command}] resuming unfinished parent run {tracker.parent_id}", file=sys.stderr)

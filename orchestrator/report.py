@@ -14,8 +14,10 @@ from reports.formats import to_markdown
 
 def print_table(ctx: Context, title: str, rows: list[str], tracker: SweepTracker, outcome: SweepOutcome) -> str:
     report = build(tracker.client, tracker.experiment_id, tracker.parent_id, rows=rows, au_names=ctx.au_names,
-                   total_folds=len(ctx.args.folds))
+                   total_folds=ctx.runs_per_row)
     text = f"{title}\n\n{to_markdown(report.main)}"
+    if "identity" in report.tables:
+        text += f"\n{to_markdown(report.tables['identity'])}"
     if outcome.failed or outcome.skipped:
         text += f"\n{len(outcome.failed)} unit(s) failed, {len(outcome.skipped)} skipped: their cells are missing (—) or count fewer folds.\n"
     print(text)

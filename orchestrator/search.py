@@ -29,9 +29,9 @@ METRIC = "val_f1_avg"  # mean over folds of the best-epoch validation F1: test s
 PAPER_ROW, BEST_ROW = "paper defaults", "search best"
 
 
-def _fold_units(cfg: RunConfig, fold: int, manifest_hash: str, row: str = "CL-ILE") -> Plan:
+def _fold_units(cfg: RunConfig, fold: int, seed: int, manifest_hash: str) -> Plan:
     plan = Plan("search")
-    add_variant_fold(plan, cfg, get_variant("CL-ILE"), fold, manifest_hash, row=row)
+    add_variant_fold(plan, cfg, get_variant("CL-ILE"), fold, manifest_hash, seed=seed)
     return plan
 
 
@@ -45,12 +45,13 @@ def search_trainable(config: dict[str, Any]) -> None:
     cfg = apply_sample(merge(RunConfig(), json.loads(config["base"]), "search base"), config)
     scores, keys = [], []
     for done, fold in enumerate(json.loads(config["folds"]), start=1):
-        plan = _fold_units(cfg, fold, config["manifest_hash"])
-        for unit in plan.levels()[1] + plan.levels()[2]:
-            store.save_spec(unit)
-            run_unit(store, unit, lambda metrics: None)
-            keys.append(unit.key)
-        scores.append(store.record(plan.cells[("CL-ILE", fold)])["metrics"]["best_val_f1_avg"])
+        for seed in json.loads(config["seeds"]):
+            plan = _fold_units(cfg, fold, seed, config["manifest_hash"])
+            for unit in plan.levels()[1] + plan.levels()[2]:
+                store.save_spec(unit)
+                run_unit(store, unit, lambda metrics: None)
+                keys.append(unit.key)
+            scores.append(store.record(plan.cells[("CL-ILE", fold, seed)])["metrics"]["best_val_f1_avg"])
         tune.report({"folds_done": done, METRIC: sum(scores) / len(scores), "unit_keys": ",".join(keys)})
 
 
@@ -100,7 +101,8 @@ def build_plan(ctx: Context) -> Plan:
     load_search_space(ctx.args.space_file)  # refuse a bad space file before any training
     plan = Plan("search")
     for fold in ctx.args.folds:
-        add_variant_fold(plan, ctx.cfg, get_variant("A0"), fold, ctx.manifest_hash)
+        for seed in ctx.seeds:
+            add_variant_fold(plan, ctx.cfg, get_variant("A0"), fold, ctx.manifest_hash, seed=seed)
     return plan
 
 
@@ -112,7 +114,7 @@ def _search(ctx: Context, tracker: SweepTracker, store: ArtifactStore) -> tuple[
     tuner = tune.Tuner(
         tune.with_resources(search_trainable, resources.as_ray()),
         param_space={**space.tune_space(), "store": str(store.root), "base": json.dumps(to_dict(ctx.cfg)),
-                     "folds": json.dumps(ctx.args.folds), "manifest_hash": ctx.manifest_hash, "threads": int(resources.cpu)},
+                     "folds": json.dumps(ctx.args.folds), "seeds": json.dumps(ctx.seeds), "manifest_hash": ctx.manifest_hash, "threads": int(resources.cpu)},
         tune_config=tune.TuneConfig(
             search_alg=OptunaSearch(metric=METRIC, mode="max", seed=space.seed), num_samples=num_samples,
             scheduler=ASHAScheduler(time_attr="folds_done", metric=METRIC, mode="max", max_t=len(ctx.args.folds),
@@ -142,8 +144,10 @@ def report(ctx: Context, plan: Plan, tracker: SweepTracker, outcome) -> None:
     tracker.client.log_dict(tracker.parent_id, {"best": sample, "val_f1_avg": val}, "search/best.json")
     final = Plan("search")
     for fold in ctx.args.folds:
-        add_variant_fold(final, ctx.cfg, get_variant("CL-ILE"), fold, ctx.manifest_hash, row=PAPER_ROW)
-        add_variant_fold(final, apply_sample(ctx.cfg, sample), get_variant("CL-ILE"), fold, ctx.manifest_hash, row=BEST_ROW)
+        for seed in ctx.seeds:
+            add_variant_fold(final, ctx.cfg, get_variant("CL-ILE"), fold, ctx.manifest_hash, seed=seed, row=PAPER_ROW)
+            add_variant_fold(final, apply_sample(ctx.cfg, sample), get_variant("CL-ILE"), fold, ctx.manifest_hash,
+                             seed=seed, row=BEST_ROW)
     options = SweepOptions(ctx.args.dataset, ctx.args.address, ctx.args.max_concurrent, ctx.args.gpus_per_trial, ctx.args.retries)
     evaluation = execute(final, store, tracker, options)
     outcome.completed |= evaluation.completed

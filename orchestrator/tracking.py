@@ -117,6 +117,7 @@ class SweepTracker:
         tags = {
             UNIT_TAG: unit.key, "dataset": dataset, "fold": str(unit.fold), "variant": ",".join(unit.variants),
             "final_for": ",".join(unit.final_for), "backbone": unit.backbone, "stage": unit.stage,
+            "seed": str(unit.seed),
         }
         if reused_from:
             tags["reused_from"] = reused_from

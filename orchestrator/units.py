@@ -7,6 +7,7 @@ stage 0, and `backbones` finds the resnet18 stage 0 that `ablate` trained.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from clile_core.variants import Variant
 
 STAGES = ("stage0", "stage1", "stage2")
 STAGE_LABELS = {"stage0": "stage 0", "stage1": "stage I", "stage2": "stage II"}
-_PATH_KEYS = {"data.synthetic_root", "data.manifest", "data.images", "data.num_workers", "features.cache_dir", "device"}
+_PATH_KEYS = {"data.synthetic_root", "data.manifest", "data.images", "data.num_workers", "features.cache_dir", "device",
+              "deterministic"}
 _SHARED = ("features.random_crops", "features.dtype", "loss_weighting", "threshold", "seed")
 
 
@@ -57,9 +59,13 @@ class Unit:
     def backbone(self) -> str:
         return self.config["model"]["backbone"]
 
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
     def name(self) -> str:
         label = "+".join(self.variants) if self.variants else self.backbone
-        return f"{label} · fold {self.fold} · {self.backbone} · {STAGE_LABELS[self.stage]}"
+        return f"{label} · fold {self.fold} · seed {self.seed} · {self.backbone} · {STAGE_LABELS[self.stage]}"
 
     def to_json(self) -> dict[str, Any]:
         return {"stage": self.stage, "fold": self.fold, "config": self.config, "upstream": self.upstream,
@@ -76,7 +82,7 @@ class Plan:
 
     command: str
     units: dict[str, Unit] = field(default_factory=dict)
-    cells: dict[tuple[str, int], str] = field(default_factory=dict)
+    cells: dict[tuple[str, int, int], str] = field(default_factory=dict)  # (row, fold, seed) -> unit key
 
     def add(self, unit: Unit, variant: str | None = None) -> Unit:
         existing = self.units.setdefault(unit.key, unit)
@@ -88,15 +94,17 @@ class Plan:
         return [[u for u in self.units.values() if u.stage == stage] for stage in STAGES]
 
     def mark_final(self, row: str, fold: int, unit: Unit) -> None:
-        self.cells[(row, fold)] = unit.key
+        self.cells[(row, fold, unit.seed)] = unit.key
         if row not in unit.final_for:
             unit.final_for.append(row)
 
 
-def add_variant_fold(plan: Plan, cfg: RunConfig, variant: Variant, fold: int, manifest_hash: str, row: str | None = None) -> Unit:
-    """Add the units one (variant, fold) needs and mark its final unit (stage 0 for A0, else stage II)
-    as the answer to table cell (``row`` or the variant's name, fold)."""
-    cfg = variant.apply(cfg)
+def add_variant_fold(plan: Plan, cfg: RunConfig, variant: Variant, fold: int, manifest_hash: str, *,
+                     seed: int, row: str | None = None) -> Unit:
+    """Add the units one (variant, fold, seed) needs and mark its final unit (stage 0 for A0, else stage II)
+    as the answer to table cell (``row`` or the variant's name, fold, seed). The seed is part of every
+    unit's key, so units are shared between variants per seed, never across seeds."""
+    cfg = dataclasses.replace(variant.apply(cfg), seed=seed)
     as_dict = to_dict(cfg)
     stage0 = plan.add(Unit("stage0", fold, as_dict, {}, manifest_hash), variant.name)
     final = stage0

@@ -24,9 +24,11 @@ from clile_core.variants import load_variants
 from orchestrator.tracking import default_tracking_uri
 from reports import collect, figures, published
 from reports.formats import to_markdown, ui_frame, write_all
-from reports.tables import Summary, Table, ablation_table, backbones_table, comparison_table, summarise
+from reports.tables import (Summary, Table, ablation_table, backbones_table, comparison_table, identity_table,
+                           paired_differences, summarise)
 
 MAIN_TABLE = {"ablate": "ablation", "backbones": "backbones"}  # other commands: the comparison table
+ABLATION_BASELINE = "A0"  # Table 3's rows are read as differences to stage 0 alone
 
 
 @dataclass
@@ -57,19 +59,25 @@ def _rows(units: pd.DataFrame, command: str) -> list[str]:
 
 
 def _total_folds(parent: pd.Series, units: pd.DataFrame) -> int:
-    folds = parent.get("params.folds")
+    folds, seeds = parent.get("params.folds"), parent.get("params.seeds")
     if isinstance(folds, str) and folds.split():
-        return len(folds.split())
+        return len(folds.split()) * (len(seeds.split()) if isinstance(seeds, str) and seeds.split() else 1)
     return int(units["tags.fold"].nunique()) if len(units) and "tags.fold" in units else 0
 
 
-def _tables(command: str, dataset: str, test: Summary, au_names: list[str], total_folds: int,
+def _tables(command: str, dataset: str, units: pd.DataFrame, rows: list[str], au_names: list[str], total_folds: int,
             comparison: published.Comparison | None) -> dict[str, Table]:
+    test_cells = collect.cells(units, "test")
+    test = summarise(test_cells, rows, au_names)
     tables = {"comparison": comparison_table(test, au_names, total_folds, comparison)}
     if command == "ablate":
-        tables["ablation"] = ablation_table(test, load_variants(), total_folds, published.ablation(), dataset)
-    elif command == "backbones":
-        tables["backbones"] = backbones_table(test, total_folds, published.backbones(), dataset)
+        differences = paired_differences(test_cells, rows, ABLATION_BASELINE)
+        tables["ablation"] = ablation_table(test, load_variants(), total_folds, published.ablation(), dataset,
+                                            differences, ABLATION_BASELINE)
+        tables["identity"] = identity_table(collect.metric_cells(units, ""), rows)
+    elif command == "backbones" and rows:
+        differences = paired_differences(test_cells, rows, rows[0])
+        tables["backbones"] = backbones_table(test, total_folds, published.backbones(), dataset, differences, rows[0])
     return tables
 
 
@@ -168,7 +176,7 @@ def build(client: MlflowClient, experiment_id: str, parent_id: str | None = None
     test = summarise(collect.cells(units, "test"), rows, au_names)
     seen = summarise(collect.cells(units, "seen"), rows, au_names)
     comparison = published.comparison(dataset, au_names)
-    report = Report(parent_id, command, out_dir, _tables(command, dataset, test, au_names, total_folds, comparison))
+    report = Report(parent_id, command, out_dir, _tables(command, dataset, units, rows, au_names, total_folds, comparison))
 
     for table in report.tables.values():
         paths = write_all(table, out_dir / "tables")

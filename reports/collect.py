@@ -45,20 +45,35 @@ def au_names(units: pd.DataFrame) -> list[str]:
     return sorted(names, key=lambda name: int(name[2:]))
 
 
-def cells(units: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """One row per (row label, fold) from FINISHED unit runs: ``row, fold, run_id, AU1 … avg`` in percent.
+CELL = ["row", "fold", "seed"]  # one table cell: a row's unit for one fold and seed
+
+
+def _seed(run: pd.Series) -> int:
+    value = run.get("tags.seed")
+    return int(value) if isinstance(value, str) and value else 0  # runs from before seeds were tagged used seed 0
+
+
+def metric_cells(units: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """One row per (row label, fold, seed) from FINISHED unit runs: ``row, fold, seed, run_id`` and every
+    metric named ``<prefix><name>``, as column ``<name>``.
 
     A unit answers the rows in its ``final_for`` tag (a shared stage-0 unit can answer A0 and a backbone).
     Should a resumed sweep hold two finished runs for one cell, the newest counts.
     """
-    prefix = f"metrics.{split}_f1_"
+    prefix = f"metrics.{prefix}"
     records = []
     if len(units) and "tags.final_for" in units:
         finished = units[units["status"] == "FINISHED"].sort_values("start_time", ascending=False)
         for _, run in finished.iterrows():
             values = {c.removeprefix(prefix): run[c] for c in units.columns if c.startswith(prefix) and pd.notna(run[c])}
             for row in _split_tag(run["tags.final_for"]):
-                records.append({"row": row, "fold": int(run["tags.fold"]), "run_id": run["run_id"], **values})
+                records.append({"row": row, "fold": int(run["tags.fold"]), "seed": _seed(run), "run_id": run["run_id"],
+                                **values})
     if not records:
-        return pd.DataFrame(columns=["row", "fold", "run_id"])
-    return pd.DataFrame(records).drop_duplicates(["row", "fold"]).reset_index(drop=True)
+        return pd.DataFrame(columns=[*CELL, "run_id"])
+    return pd.DataFrame(records).drop_duplicates(CELL).reset_index(drop=True)
+
+
+def cells(units: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """F1 cells of ``split``: ``row, fold, seed, run_id, AU1 … avg`` in percent."""
+    return metric_cells(units, f"{split}_f1_")

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from clile_core.diagnostics import ile_silhouettes  # noqa: E402
 from reports.tables import Summary  # noqa: E402
 
 LOSS_TERMS = ("train_loss", "train_bce", "train_id", "train_orth", "train_contra")
@@ -37,26 +38,6 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
     return centred @ vt[:2].T
 
 
-def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette (Euclidean) of ``x`` grouped by ``labels``: +1 tight separated groups, ~0 none, <0 mixed.
-
-    Singleton groups score 0, as in scikit-learn, which we avoid depending on for this one number.
-    """
-    distances = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
-    groups = np.unique(labels)
-    if len(groups) < 2:
-        return float("nan")
-    scores = np.zeros(len(x))
-    for i in range(len(x)):
-        own = labels == labels[i]
-        if own.sum() < 2:
-            continue
-        a = distances[i, own].sum() / (own.sum() - 1)
-        b = min(distances[i, labels == g].mean() for g in groups if g != labels[i])
-        scores[i] = (b - a) / max(a, b) if max(a, b) > 0 else 0.0
-    return float(scores.mean())
-
-
 def identity_embeddings(ile: np.ndarray, subjects: list[str], au_names: list[str], title: str = "") -> Figure:
     """Fig. 3: PCA of the identity-label embeddings (subjects × AUs × D), coloured by subject and by AU.
 
@@ -79,8 +60,9 @@ def identity_embeddings(ile: np.ndarray, subjects: list[str], au_names: list[str
         ax.set_ylabel("PC 2")
         if len(names) <= 20:
             ax.legend(fontsize=7, ncol=2, loc="best", markerscale=0.8)
+    scores = ile_silhouettes(ile)
     fig.suptitle(_heading(title, f"Identity-label embeddings (PCA) — subject cohesion: mean silhouette by subject "
-                 f"{silhouette(flat, by_subject):.2f} (by AU {silhouette(flat, by_au):.2f}; 1 = tight clusters)"))
+                 f"{scores['ile_silhouette_subject']:.2f} (by AU {scores['ile_silhouette_au']:.2f}; 1 = tight clusters)"))
     return fig
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from clile_core.variants import Variant
 from reports.published import Comparison
@@ -90,8 +91,45 @@ def _folds_text(summary: Summary, row: str, total_folds: int) -> str:
     return f"{int(summary.folds.at[row])}/{total_folds}"
 
 
-_FOLD_NOTE = ("Mean over folds of test F1 (%) on unseen subjects; folds = finished folds / folds run; "
-              f"{MISSING} = no finished unit (failed or absent); a value followed by (k) averages only k folds.")
+_FOLD_NOTE = ("Mean over folds (× seeds) of test F1 (%) on unseen subjects; folds = finished (fold, seed) runs / runs "
+              f"planned; {MISSING} = no finished unit (failed or absent); a value followed by (k) averages only k runs.")
+
+
+def paired_differences(cells: pd.DataFrame, rows: list[str], baseline: str, column: str = "avg") -> pd.DataFrame:
+    """Each row's ``column`` minus the baseline row's on the same (fold, seed): mean, 95 % t-interval, pairs.
+
+    Pairing removes what the folds share (a hard fold is hard for every row), which is what makes a
+    difference smaller than the fold-to-fold spread readable. Fewer than two pairs give no interval.
+    """
+    keyed = cells.set_index(["row", "fold", "seed"])[column].astype(float) if len(cells) else pd.Series(dtype=float)
+    records = {}
+    for row in rows:
+        if row == baseline or row not in keyed.index.get_level_values(0) or baseline not in keyed.index.get_level_values(0):
+            records[row] = {"diff": np.nan, "low": np.nan, "high": np.nan, "pairs": 0}
+            continue
+        diffs = (keyed.loc[row] - keyed.loc[baseline]).dropna().to_numpy()
+        mean = float(diffs.mean()) if len(diffs) else np.nan
+        half = (float(stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)))
+                if len(diffs) >= 2 else np.nan)
+        records[row] = {"diff": mean, "low": mean - half, "high": mean + half, "pairs": len(diffs)}
+    return pd.DataFrame.from_dict(records, orient="index", columns=["diff", "low", "high", "pairs"])
+
+
+def _difference_text(diff: pd.Series) -> str:
+    """'+1.2 [−0.5, +2.9]' with '*' when the interval excludes 0; the mean alone with one pair."""
+    if math.isnan(diff["diff"]):
+        return MISSING
+    if math.isnan(diff["low"]):
+        return f"{diff['diff']:+.1f}"
+    excludes = diff["low"] > 0 or diff["high"] < 0
+    return f"{diff['diff']:+.1f} [{diff['low']:+.1f}, {diff['high']:+.1f}]" + ("*" if excludes else "")
+
+
+def _difference_note(differences: pd.DataFrame, baseline: str) -> str:
+    excluding = [row for row, d in differences.iterrows() if not math.isnan(d["low"]) and (d["low"] > 0 or d["high"] < 0)]
+    said = ", ".join(excluding) if excluding else "none"
+    return (f"Δ vs {baseline}: mean paired difference of avg F1 over the same (fold, seed) runs with its 95 % "
+            f"t-interval; * = the interval excludes 0 (here: {said}).")
 
 
 def comparison_table(summary: Summary, au_names: list[str], total_folds: int, published: Comparison | None) -> Table:
@@ -122,34 +160,89 @@ def _paper_note(dataset: str) -> str:
 
 
 def ablation_table(summary: Summary, variants: dict[str, Variant], total_folds: int, paper: pd.Series,
-                   dataset: str) -> Table:
-    """Table 3: each variant's switches and average F1 (mean ± std over folds) beside the paper's."""
-    header = ["variant", "stage I", "L_ID", "L_Orth", "L_Contra", "avg F1 (mean ± std)", "folds", "paper"]
+                   dataset: str, differences: pd.DataFrame, baseline: str) -> Table:
+    """Table 3: each variant's switches and average F1 (mean ± std over folds × seeds) beside the paper's,
+    and its paired difference to ``baseline`` (A0) with a 95 % interval."""
+    header = ["variant", "stage I", "L_ID", "L_Orth", "L_Contra", "avg F1 (mean ± std)", "folds", "paper",
+              f"Δ vs {baseline} [95% CI]"]
     rows, records = [], []
     for row in summary.mean.index:
         variant = variants.get(row)
         switches = {k: (getattr(variant, k) if variant else None) for k in ("stage1", "id_loss", "orth", "contra")}
         marks = [MISSING if on is None else (YES if on else NO) for on in switches.values()]
         paper_avg = float(paper.get(row, np.nan))
-        rows.append([row, *marks, _mean_std_text(summary, row), _folds_text(summary, row, total_folds), fmt(paper_avg)])
+        diff = differences.loc[row]
+        rows.append([row, *marks, _mean_std_text(summary, row), _folds_text(summary, row, total_folds), fmt(paper_avg),
+                     _difference_text(diff)])
         records.append({"variant": row, **switches, "avg": summary.mean.at[row, "avg"],
-                        "avg_std": summary.std.at[row, "avg"], "folds": int(summary.folds.at[row]), "paper": paper_avg})
-    data = pd.DataFrame(records, columns=["variant", "stage1", "id_loss", "orth", "contra", "avg", "avg_std", "folds", "paper"])
-    notes = [_FOLD_NOTE, "Bold: best per column; underlined (italic in Markdown): second best. Paper: Table 3." + _paper_note(dataset)]
+                        "avg_std": summary.std.at[row, "avg"], "folds": int(summary.folds.at[row]), "paper": paper_avg,
+                        "diff": diff["diff"], "diff_low": diff["low"], "diff_high": diff["high"]})
+    data = pd.DataFrame(records, columns=["variant", "stage1", "id_loss", "orth", "contra", "avg", "avg_std", "folds", "paper",
+                                          "diff", "diff_low", "diff_high"])
+    notes = [_FOLD_NOTE, "Bold: best per column; underlined (italic in Markdown): second best. Paper: Table 3." + _paper_note(dataset),
+             _difference_note(differences, baseline)]
     return Table("ablation", "Ablation (Table 3): average F1", header, rows, data,
                  _rank_columns(data, {"avg": 5, "paper": 7}), notes)
 
 
-def backbones_table(summary: Summary, total_folds: int, paper: pd.Series, dataset: str) -> Table:
-    """Table 4: stage-0 average F1 per backbone beside the paper's."""
-    header = ["backbone", "avg F1 (mean ± std)", "folds", "paper"]
+def backbones_table(summary: Summary, total_folds: int, paper: pd.Series, dataset: str, differences: pd.DataFrame,
+                    baseline: str) -> Table:
+    """Table 4: stage-0 average F1 per backbone beside the paper's, and its paired difference to ``baseline``."""
+    header = ["backbone", "avg F1 (mean ± std)", "folds", "paper", f"Δ vs {baseline} [95% CI]"]
     rows, records = [], []
     for row in summary.mean.index:
         paper_avg = float(paper.get(row, np.nan))
-        rows.append([row, _mean_std_text(summary, row), _folds_text(summary, row, total_folds), fmt(paper_avg)])
+        diff = differences.loc[row]
+        rows.append([row, _mean_std_text(summary, row), _folds_text(summary, row, total_folds), fmt(paper_avg),
+                     _difference_text(diff)])
         records.append({"backbone": row, "avg": summary.mean.at[row, "avg"], "avg_std": summary.std.at[row, "avg"],
-                        "folds": int(summary.folds.at[row]), "paper": paper_avg})
-    data = pd.DataFrame(records, columns=["backbone", "avg", "avg_std", "folds", "paper"])
-    notes = [_FOLD_NOTE, "Bold: best per column; underlined (italic in Markdown): second best. Paper: Table 4 (stage 0)." + _paper_note(dataset)]
+                        "folds": int(summary.folds.at[row]), "paper": paper_avg, "diff": diff["diff"],
+                        "diff_low": diff["low"], "diff_high": diff["high"]})
+    data = pd.DataFrame(records, columns=["backbone", "avg", "avg_std", "folds", "paper", "diff", "diff_low", "diff_high"])
+    notes = [_FOLD_NOTE, "Bold: best per column; underlined (italic in Markdown): second best. Paper: Table 4 (stage 0)." + _paper_note(dataset),
+             _difference_note(differences, baseline)]
     return Table("backbones", "Backbones (Table 4), stage 0: average F1", header, rows, data,
                  _rank_columns(data, {"avg": 1, "paper": 3}), notes)
+
+
+# Identity diagnostics beside Table 3: (metric name in a unit's results, column header).
+IDENTITY_COLUMNS = [
+    ("ile_silhouette_subject", "ILE silhouette by subject"),
+    ("ile_silhouette_au", "ILE silhouette by AU"),
+    ("id_probe_acc", "identity probe acc. (%)"),
+    ("id_probe_chance", "probe chance (%)"),
+    ("seen_f1_avg", "seen F1"),
+    ("test_f1_avg", "unseen F1"),
+    ("gap", "gap (seen − unseen)"),
+]
+
+
+def identity_table(cells: pd.DataFrame, rows: list[str]) -> Table:
+    """Identity diagnostics per row, mean ± std over (fold, seed) runs (``clile_core.diagnostics``): the ILEs'
+    subject/AU silhouettes (rows with a stage I), the linear identity probe on the embedding the row predicts
+    from (A0: pooled backbone features; others: F_emb^G), and the seen − unseen F1 gap."""
+    cells = cells.copy()
+    if {"seen_f1_avg", "test_f1_avg"} <= set(cells.columns):
+        cells["gap"] = cells["seen_f1_avg"] - cells["test_f1_avg"]
+    header = ["row", *[title for _, title in IDENTITY_COLUMNS], "folds"]
+    table_rows, records = [], []
+    for row in rows:
+        mine = cells[cells["row"] == row] if len(cells) else cells
+        record: dict[str, object] = {"row": row, "folds": len(mine)}
+        texts = []
+        for name, _ in IDENTITY_COLUMNS:
+            values = mine[name].dropna().astype(float) if name in mine else pd.Series(dtype=float)
+            digits = 2 if name.startswith("ile_") else 1
+            mean = float(values.mean()) if len(values) else np.nan
+            record[name] = mean
+            spread = f" ± {values.std(ddof=0):.{digits}f}" if len(values) > 1 else ""
+            texts.append(fmt(mean, digits) + (spread if len(values) else ""))
+        table_rows.append([row, *texts, str(len(mine))])
+        records.append(record)
+    data = pd.DataFrame(records, columns=["row", *[name for name, _ in IDENTITY_COLUMNS], "folds"])
+    notes = ["ILE silhouettes: Fig. 3's clustering of the unit-length identity-label embeddings (1 = tight, separated "
+             "groups; ~0 = none), by subject (L_ID's aim: high) and by AU. Identity probe: a linear classifier fit on "
+             "training frames of training subjects and scored on their held-out frames; CL-ILE's claim is that F_emb^G "
+             f"carries less identity than A0's backbone features. {MISSING} = not applicable (no stage I, or no held-out "
+             "frames: data.seen_fraction 0)."]
+    return Table("identity", "Identity diagnostics", header, table_rows, data, {}, notes)

@@ -48,9 +48,20 @@ def test_local_torchvision_state_dict_loads(tmp_path):
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_encoder_projects_and_pools(pooling):
     cfg = ModelConfig(dim=32, layers=1, heads=4, ff_dim=64, pooling=pooling)
-    encoder = FeatureEncoder(512, cfg)
+    encoder = FeatureEncoder(512, cfg, tokens=7)
     assert encoder(torch.randn(3, 7, 512)).shape == (3, 32)
-    assert isinstance(FeatureEncoder(32, cfg).project, torch.nn.Identity)
+    assert isinstance(FeatureEncoder(32, cfg, tokens=7).project, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("pos_embedding", [True, False])
+def test_positional_embedding_makes_token_order_matter(pos_embedding):
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=16, layers=1, heads=2, ff_dim=32, dropout=0.0, pos_embedding=pos_embedding)
+    encoder = FeatureEncoder(16, cfg, tokens=5).eval()
+    tokens = torch.randn(2, 5, 16)
+    moved = encoder(tokens[:, [4, 0, 1, 2, 3]])  # the same tokens, each in another place
+    same = torch.allclose(encoder(tokens), moved, atol=1e-5)
+    assert same is not pos_embedding  # mean pooling alone cannot tell where a token sits
 
 
 def test_au_logits_is_inner_product_with_normalised_embeddings():

@@ -12,6 +12,14 @@ def test_bp4d_preset_has_paper_hyperparameters():
     assert load_run_config("disfa").stage2.lr == 5e-5 and load_run_config("disfa").stage2.epochs == 150
 
 
+@pytest.mark.parametrize("dataset", ["bp4d", "disfa"])
+def test_real_data_presets_follow_the_paper_protocol(dataset):
+    cfg = load_run_config(dataset)
+    assert cfg.data.seen_fraction == 0.0  # every training frame trains, as in the paper
+    assert cfg.features.random_crops >= 2  # random crops besides centre and flip
+    assert load_run_config("synthetic").data.seen_fraction > 0  # the diagnostics stay on for the benchmark
+
+
 def test_layers_config_file_then_overrides(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("stage2: {tau: 0.5, epochs: 3}\nmodel: {pooling: cls}\n")
@@ -32,7 +40,8 @@ def test_unknown_key_names_file_key_and_allowed(tmp_path):
 @pytest.mark.parametrize(
     "override, fragment",
     [("stage2.tau=0", "out of range"), ("model.pooling=max", "choose one of"), ("stage1.epochs=abc", "expected int"),
-     ("loss_weighting=focal", "selective"), ("seed", "key=value")],
+     ("loss_weighting=focal", "selective"), ("seed", "key=value"), ("stage2.select=best", "choose one of"),
+     ("stage1.select=first", "choose one of")],
 )
 def test_bad_overrides_refused(override, fragment):
     with pytest.raises(ConfigError, match=fragment):

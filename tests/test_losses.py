@@ -61,6 +61,13 @@ def test_id_loss_hand_values():
     assert id_loss(spread).item() == pytest.approx(-math.log(math.sqrt(0.5)), rel=1e-5)
 
 
+def test_id_loss_depends_on_directions_only():
+    torch.manual_seed(0)
+    ile = torch.randn(4, 3, 8)
+    scales = torch.rand(4, 3, 1) * 10 + 0.1  # every embedding rescaled by its own factor
+    assert id_loss(ile * scales).item() == pytest.approx(id_loss(ile).item(), rel=1e-5)
+
+
 def test_minimising_id_loss_gives_subject_clusters():
     torch.manual_seed(0)
     ile = torch.randn(6, 5, 16, requires_grad=True)
@@ -96,8 +103,22 @@ def test_contrastive_loss_hand_value_and_skips_samples_without_positives():
     f_g = torch.tensor([[1.0, 0.0], [0.3, 0.7]])
     au = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     labels = torch.tensor([[1, 0, -1], [0, 0, 0]])
-    expected = -(0.5 - math.log(math.exp(0.5) + 1 + math.exp(-0.5)))
-    assert contrastive_loss(f_g, au, labels, tau=2.0).item() == pytest.approx(expected, rel=1e-6)
+    # sims/tau = (0.5, 0, -0.5); the uncoded third AU is in neither numerator nor denominator
+    expected = -(0.5 - math.log(math.exp(0.5) + 1))
+    loss = contrastive_loss(f_g, au, labels, tau=2.0)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    coded = torch.tensor([[1, 0, 0], [0, 0, 0]])
+    assert contrastive_loss(f_g, au, coded, tau=2.0).item() == pytest.approx(
+        -(0.5 - math.log(math.exp(0.5) + 1 + math.exp(-0.5))), rel=1e-6)
+
+
+def test_contrastive_loss_finite_gradient_with_uncoded_rows():
+    f_g = torch.tensor([[1.0, 0.0], [0.3, 0.7]], requires_grad=True)
+    au = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    loss = contrastive_loss(f_g, au, torch.tensor([[1, -1, 0], [-1, -1, -1]]))
+    loss.backward()
+    assert math.isfinite(loss.item()) and torch.isfinite(f_g.grad).all()
+    assert f_g.grad[1].abs().sum().item() == 0.0  # a row with nothing coded contributes nothing
 
 
 def test_contrastive_loss_averages_over_positives_and_has_grad_without_positives():

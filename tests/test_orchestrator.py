@@ -44,7 +44,7 @@ def test_child_runs_carry_names_params_metrics_and_tags(ablation):
     frame = runs(cwd, "clile-ablation")
     parents = frame[frame["tags.unit_key"].isna()]
     assert len(parents) == 1 and parents.iloc[0]["tags.mlflow.runName"].startswith("ablate · synthetic · ")
-    child = frame[frame["tags.mlflow.runName"] == "CL-ILE · fold 2 · resnet18 · stage II"].iloc[0]
+    child = frame[frame["tags.mlflow.runName"] == "CL-ILE · fold 2 · seed 0 · resnet18 · stage II"].iloc[0]
     assert child["tags.mlflow.parentRunId"] == parents.iloc[0]["run_id"]
     assert child["params.stage2.tau"] == "2.0" and child["params.model.backbone"] == "resnet18"
     assert 0 <= child["metrics.test_f1_avg"] <= 100 and "metrics.test_f1_AU24" in frame
@@ -72,9 +72,12 @@ def test_dry_run_lists_units_and_cache_state(ablation):
     cwd, _ = ablation
     result = run(cwd, "ablate", "--dry-run", "--folds", "1")
     assert result.returncode == 0
-    assert "8 units: 8 cached, 0 to run" in result.stdout and "A2+A3 · fold 1 · resnet18 · stage I" in result.stdout
+    assert "8 units: 8 cached, 0 to run" in result.stdout and "A2+A3 · fold 1 · seed 0 · resnet18 · stage I" in result.stdout
     fresh = run(cwd, "ablate", "--dry-run", "--folds", "1", "--set", "stage2.tau=1.0")
     assert "will run" in fresh.stdout and "8 units: 3 cached, 5 to run" in fresh.stdout
+    # a second seed repeats every unit (shared between variants per seed); seed 0's are the cached ones
+    seeds = run(cwd, "ablate", "--dry-run", "--folds", "1", "--seeds", "0", "1")
+    assert "16 units: 8 cached, 8 to run" in seeds.stdout and "A2+A3 · fold 1 · seed 1 · resnet18 · stage I" in seeds.stdout
 
 
 def test_failing_unit_is_retried_then_reported_and_the_rest_finishes(tmp_path):
@@ -88,7 +91,7 @@ def test_failing_unit_is_retried_then_reported_and_the_rest_finishes(tmp_path):
     assert "| A1 | – | – | – | ✓ | — | 0/1 |" in table and "| CL-ILE | ✓ | ✓ | ✓ | ✓ |" in table
     children = unit_runs(runs(tmp_path, "clile-ablation"))
     failed = children[children["status"] == "FAILED"]
-    assert list(failed["tags.mlflow.runName"]) == ["A1 · fold 1 · resnet18 · stage II"]
+    assert list(failed["tags.mlflow.runName"]) == ["A1 · fold 1 · seed 0 · resnet18 · stage II"]
     assert "injected failure" in failed.iloc[0]["tags.error"] and failed.iloc[0]["tags.retries"] == "1"
     assert (children["status"] != "RUNNING").all()
     assert len(children[children["status"] == "FINISHED"]) == 3  # stage 0, stage I, CL-ILE's stage II

@@ -18,7 +18,7 @@ from clile_core.metrics import f1_per_au
 from clile_core.models.backbones import create_backbone
 from clile_core.pipeline import run_fold, stage0_features
 from clile_core.training.common import PREDICTIONS_FILE
-from clile_core.training.loop import NonFiniteLossError, fit
+from clile_core.training.loop import Evaluation, NonFiniteLossError, fit
 from clile_core.config import StageConfig
 from clile_core.variants import get_variant
 
@@ -123,6 +123,20 @@ def test_fit_fails_with_the_name_of_a_non_finite_loss_term():
         fit("stage2", model, StageConfig(epochs=1), batches, terms, None, ["AU1"], 0.5, torch.device("cpu"))
 
 
+def test_fit_scales_the_learning_rate_of_named_parameters():
+    def bias_step(scales):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        start = model.bias.detach().clone()
+        terms = lambda batch: {"loss": model(batch[0]).sum()}
+        evaluation = lambda: Evaluation(np.zeros((1, 1)), np.zeros((1, 1)))
+        fit("stage1", model, StageConfig(epochs=1, lr=0.01, weight_decay=0.0, grad_clip=None), lambda: [(torch.ones(1, 2),)],
+            terms, evaluation, ["AU1"], 0.5, torch.device("cpu"), lr_scales=scales)
+        return (model.bias.detach() - start).item()
+
+    assert bias_step({"bias": 20.0}) == pytest.approx(20 * bias_step({}), rel=1e-5)
+
+
 def test_run_cli_refuses_bad_config_and_missing_images(tmp_path, capsys):
     assert run_cli.main(["--set", "stage2.tau=-1", "--out", str(tmp_path / "a")]) == 2
     assert "stage2.tau" in capsys.readouterr().err
@@ -134,3 +148,72 @@ def test_run_cli_refuses_bad_config_and_missing_images(tmp_path, capsys):
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "run" / "stage0" / "result.json").exists()
+
+
+def test_identity_diagnostics_are_part_of_every_stage_result(trained):
+    _, _, fold_run, _ = trained
+    stages = {name: result.metrics for name, result in fold_run.stages.items()}
+    n_train = len(fold_run.data.split.train_subjects)
+    for name in ("stage0", "stage1", "stage2"):
+        assert 0 <= stages[name]["id_probe_acc"] <= 100, name
+        assert stages[name]["id_probe_chance"] >= 100 / n_train - 1e-9
+    # stage II reports the silhouettes of the ILEs it was built on: the same numbers stage I logged
+    for key in ("ile_silhouette_subject", "ile_silhouette_au"):
+        assert -1 <= stages["stage1"][key] <= 1 and stages["stage2"][key] == stages["stage1"][key]
+    assert "ile_silhouette_subject" not in stages["stage0"]
+
+
+def test_stage1_keeps_its_last_epoch_and_the_others_their_best(trained):
+    cfg, _, fold_run, _ = trained
+    assert cfg.stage1.select == "last" and cfg.stage2.select == "val_f1"
+    s1 = fold_run.stages["stage1"]
+    assert s1.metrics["best_epoch"] == cfg.stage1.epochs
+    s2 = fold_run.stages["stage2"]
+    best = max(s2.history, key=lambda h: h["val_f1_avg"])
+    assert s2.metrics["best_epoch"] == best["epoch"]
+
+
+def test_stage1_without_id_loss_is_eq3_without_its_id_term(trained, tmp_path):
+    import dataclasses
+
+    from clile_core.training.stage1 import train_stage1
+
+    cfg, _, fold_run, _ = trained
+    a2 = get_variant("A2").apply(cfg)
+    a2 = dataclasses.replace(a2, stage1=dataclasses.replace(a2.stage1, epochs=1))
+    result = train_stage1(a2, fold_run.data, fold_run.features, tmp_path)
+    epoch = result.history[0]
+    assert "train_id" not in epoch
+    assert epoch["train_loss"] == pytest.approx(a2.stage1.lam * epoch["train_bce"], rel=1e-5)
+
+
+def test_no_held_out_frames_means_no_seen_metrics_and_no_probe(trained, tmp_path):
+    """The real-data presets' protocol (data.seen_fraction 0): every training frame trains."""
+    import dataclasses
+
+    from clile_core.training.stage2 import train_stage2
+
+    cfg, out, fold_run, _ = trained
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seen_fraction=0.0),
+                              stage2=dataclasses.replace(cfg.stage2, epochs=1))
+    data = load_fold_data(cfg.data, 1)
+    assert len(data.split.seen) == 0 and len(data.split.train) > len(fold_run.data.split.train)
+    result = train_stage2(cfg, data, fold_run.features, tmp_path, out / "stage0" / "backbone.pt", out / "stage1")
+    assert "test_f1_avg" in result.metrics and not any(k.startswith(("seen_", "id_probe")) for k in result.metrics)
+    assert set(np.load(tmp_path / PREDICTIONS_FILE).files) == {"test_probs", "test_labels", "test_rows"}
+
+
+def test_the_same_unit_twice_gives_identical_metrics(trained, tmp_path):
+    """Same machine, same config, same seed: bit-identical results (what makes cached units trustworthy)."""
+    import dataclasses
+
+    from clile_core.training.stage0 import train_stage0
+    from clile_core.training.stage1 import train_stage1
+
+    cfg, _, fold_run, _ = trained
+    cfg = dataclasses.replace(cfg, stage0=dataclasses.replace(cfg.stage0, epochs=1))
+    first, second = (train_stage0(cfg, fold_run.data, tmp_path / f"s0_{k}") for k in "ab")
+    assert first.metrics == second.metrics and first.history[0]["train_loss"] == second.history[0]["train_loss"]
+    assert (tmp_path / "s0_a" / "backbone.pt").read_bytes() == (tmp_path / "s0_b" / "backbone.pt").read_bytes()
+    one, two = (train_stage1(cfg, fold_run.data, fold_run.features, tmp_path / f"s1_{k}") for k in "ab")
+    assert one.metrics == two.metrics

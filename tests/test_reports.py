@@ -15,10 +15,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from reports import figures, published
+from reports import collect, figures, published
 from reports.build import build
 from reports.formats import to_csv, to_html, to_latex, to_markdown
-from reports.tables import BEST, MISSING, SECOND, rank
+from reports.tables import BEST, MISSING, SECOND, paired_differences, rank
 
 AUS = ["AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24"]
 
@@ -84,6 +84,9 @@ def store(tmp_path_factory):
         for split, avg in (("test", test), ("seen", seen)):
             for au, value in {**_f1(avg), "avg": avg}.items():
                 client.log_metric(run_id, f"{split}_f1_{au}", value)
+        client.log_metric(run_id, "id_probe_acc", 10.0 * fold + 10.0)
+        if row == "CL-ILE":
+            client.log_metric(run_id, "ile_silhouette_subject", 0.4 + 0.1 * fold)
         if status == "FINISHED" and fold == 1 and stage in ("stage1", "stage2") and row in ("", "CL-ILE"):
             unit_dir = tmp_path / f"unit-{stage}"
             unit_dir.mkdir()
@@ -106,13 +109,57 @@ def _row(table, label: str) -> list[str]:
 def test_ablation_table_exact_numbers_and_missing_cells(report):
     table = report.tables["ablation"]
     assert [r[0] for r in table.rows] == ["A0", "A1", "A4", "CL-ILE"]  # the variants file's order
-    assert _row(table, "A0")[1:] == ["–", "–", "–", "–", "42.0 ± 2.0", "2/3", "61.8"]
-    assert _row(table, "CL-ILE")[1:] == ["✓", "✓", "✓", "✓", f"62.0 ± {math.sqrt(8 / 3):.1f}", "3/3", "64.6"]
-    assert _row(table, "A4")[5:7] == ["50.0", "1/3"]  # the failed fold does not count; one fold has no spread
-    assert _row(table, "A1")[5:] == [MISSING, "0/3", "63.0"]  # never 0.0
+    assert _row(table, "A0")[1:] == ["–", "–", "–", "–", "42.0 ± 2.0", "2/3", "61.8", MISSING]
+    # CL-ILE − A0 on the folds both have: 20 and 18 -> mean 19, sd √2, 95 % t(1 df) = 12.706 · √2/√2
+    assert _row(table, "CL-ILE")[1:] == ["✓", "✓", "✓", "✓", f"62.0 ± {math.sqrt(8 / 3):.1f}", "3/3", "64.6",
+                                         "+19.0 [+6.3, +31.7]*"]
+    assert _row(table, "A4")[5:] == ["50.0", "1/3", "64.3", "+10.0"]  # one pair: a difference, no interval
+    assert _row(table, "A1")[5:] == [MISSING, "0/3", "63.0", MISSING]  # never 0.0
+    assert any("here: CL-ILE)" in note for note in table.notes)
     data = table.data.set_index("variant")
     assert math.isnan(data.at["A1", "avg"]) and data.at["A1", "folds"] == 0
     assert data.at["A0", "avg_std"] == pytest.approx(2.0)
+
+
+def test_paired_differences_hand_values():
+    cells = pd.DataFrame({"row": ["A0"] * 3 + ["X"] * 3, "fold": [1, 2, 3] * 2, "seed": [0] * 6,
+                          "avg": [40.0, 50.0, 60.0, 41.0, 53.0, 62.0]})
+    diff = paired_differences(cells, ["A0", "X"], "A0")
+    # pairs 1, 3, 2: mean 2, sd 1, half-width t(0.975, 2) = 4.3027 * 1 / √3
+    assert diff.at["X", "diff"] == pytest.approx(2.0)
+    assert diff.at["X", "high"] - diff.at["X", "diff"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert diff.at["X", "pairs"] == 3 and math.isnan(diff.at["A0", "diff"])
+    # the same cells on unpaired data would be hopeless (spread 10 between folds): pairing is what reads them
+    assert diff.at["X", "low"] > -1.0
+
+
+def test_seeds_are_separate_cells(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("seeds", artifact_location=(tmp_path / "art").as_uri())
+    for seed, avg in ((0, 40.0), (1, 44.0)):
+        run = client.create_run(exp, tags={"final_for": "A0", "fold": "1", "seed": str(seed)}).info.run_id
+        client.log_metric(run, "test_f1_avg", avg)
+        client.set_terminated(run, "FINISHED")
+    cells = collect.cells(_runs(client, exp))
+    assert sorted(cells["seed"]) == [0, 1] and sorted(cells["avg"]) == [40.0, 44.0]
+
+
+def _runs(client: MlflowClient, exp: str) -> pd.DataFrame:
+    mlflow.set_tracking_uri(client.tracking_uri)
+    return mlflow.search_runs([exp], output_format="pandas")
+
+
+def test_identity_table_means_and_gap(report):
+    table = report.tables["identity"]
+    cl = _row(table, "CL-ILE")
+    header = table.header
+    assert cl[header.index("ILE silhouette by subject")] == "0.60 ± 0.08"  # folds 1-3: 0.5, 0.6, 0.7 (population std)
+    assert cl[header.index("identity probe acc. (%)")] == "30.0 ± 8.2"  # 20, 30, 40
+    # seen − unseen per fold: 2, 1, 0
+    assert cl[header.index("gap (seen − unseen)")] == "1.0 ± 0.8"
+    assert _row(table, "A0")[header.index("ILE silhouette by subject")] == MISSING  # no stage I
+    assert _row(table, "A1")[-1] == "0"
 
 
 def test_best_and_second_best_are_marked(report):
@@ -216,14 +263,6 @@ def test_identity_figure_panels_and_cohesion():
     title = fig.get_suptitle()
     score = float(title.split("by subject ")[1].split()[0])
     assert score > 0.9 and "silhouette" in title
-
-
-def test_silhouette_matches_definition():
-    x = np.array([[0.0], [1.0], [5.0], [7.0]])
-    labels = np.array([0, 0, 1, 1])
-    # point 0: a=1, b=mean(5,7)=6 -> 5/6; point 1: a=1, b=5 -> 4/5; point 2: a=2, b=4.5 -> 2.5/4.5; point 3: a=2, b=6.5 -> 4.5/6.5
-    expected = np.mean([5 / 6, 4 / 5, 2.5 / 4.5, 4.5 / 6.5])
-    assert figures.silhouette(x, labels) == pytest.approx(expected)
 
 
 def test_correlation_figure_shares_order_and_scale():

@@ -82,8 +82,8 @@ def test_ui_shows_parent_nested_units_and_ablation_table(swept, tmp_path):
                 parent.wait_for()
                 row = page.locator("[role=row]").filter(has=parent)
                 row.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # expand nested runs
-                for child in ("CL-ILE · fold 1 · resnet18 · stage II", "CL-ILE · fold 1 · resnet18 · stage I",
-                              "A0+CL-ILE · fold 1 · resnet18 · stage 0"):
+                for child in ("CL-ILE · fold 1 · seed 0 · resnet18 · stage II", "CL-ILE · fold 1 · seed 0 · resnet18 · stage I",
+                              "A0+CL-ILE · fold 1 · seed 0 · resnet18 · stage 0"):
                     page.get_by_role("link", name=child, exact=True).first.wait_for()
                 page.screenshot(path=tmp_path / "runs.png")
 

@@ -4,6 +4,7 @@ centre crop for evaluation; and the fixed views whose backbone features are cach
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -33,27 +34,39 @@ def view_names(random_crops: int) -> list[str]:
     return ["centre", "flip"] + [f"crop{k}" for k in range(random_crops)]
 
 
-def view_transform(cfg: DataConfig, view: str) -> T.Compose:
-    """A deterministic view: the centre crop, its mirror, or the k-th fixed random crop (seeded by k)."""
-    resize = T.Resize((cfg.resize, cfg.resize))
-    if view == "centre":
-        return eval_transform(cfg)
-    if view == "flip":
-        return T.Compose([resize, T.CenterCrop(cfg.input_size), T.RandomHorizontalFlip(p=1.0), *_to_tensor()])
-    if view.startswith("crop") and view[4:].isdigit():
-        rng = np.random.default_rng(int(view[4:]))
-        slack = cfg.resize - cfg.input_size
-        top, left = (int(v) for v in rng.integers(0, slack + 1, size=2))
-        flip = [T.RandomHorizontalFlip(p=1.0)] if rng.random() < 0.5 else []
-        crop = T.Lambda(lambda img: T.functional.crop(img, top, left, cfg.input_size, cfg.input_size))
-        return T.Compose([resize, crop, *flip, *_to_tensor()])
-    raise ValueError(f"unknown view {view!r}; views are 'centre', 'flip' and 'crop<k>'")
+class ViewTransform:
+    """A deterministic view of a frame: the centre crop, its mirror, or the k-th random crop ('crop<k>').
+
+    A random crop's offsets and flip are drawn per image, seeded by (k, manifest row): every image gets
+    its own crops, as random 224 crops in training would give, yet the cached tokens are reproducible.
+    """
+
+    def __init__(self, cfg: DataConfig, view: str):
+        if view not in ("centre", "flip") and not (view.startswith("crop") and view[4:].isdigit()):
+            raise ValueError(f"unknown view {view!r}; views are 'centre', 'flip' and 'crop<k>'")
+        self.view, self.size = view, cfg.input_size
+        self.slack = cfg.resize - cfg.input_size
+        self.resize = T.Resize((cfg.resize, cfg.resize))
+        self.finish = T.Compose(_to_tensor())
+
+    def __call__(self, image: Image.Image, row: int) -> torch.Tensor:
+        image = self.resize(image)
+        if self.view in ("centre", "flip"):
+            image = T.functional.center_crop(image, [self.size, self.size])  # exactly eval_transform's crop
+            flip = self.view == "flip"
+        else:
+            rng = np.random.default_rng([int(self.view[4:]), row])
+            top, left = (int(v) for v in rng.integers(0, self.slack + 1, size=2))
+            image = T.functional.crop(image, top, left, self.size, self.size)
+            flip = bool(rng.random() < 0.5)
+        return self.finish(T.functional.horizontal_flip(image) if flip else image)
 
 
 class FrameDataset(Dataset):
     """Frames of a manifest (selected rows) as (image tensor, labels, row index)."""
 
-    def __init__(self, manifest: pd.DataFrame, images_root: str | Path, rows: np.ndarray, labels: np.ndarray, transform):
+    def __init__(self, manifest: pd.DataFrame, images_root: str | Path, rows: np.ndarray, labels: np.ndarray,
+                 transform: Callable[[Image.Image], torch.Tensor] | ViewTransform):
         self.paths = [Path(images_root) / p for p in manifest["image"].to_numpy()[rows]]
         self.labels = torch.as_tensor(labels[rows], dtype=torch.float32)
         self.rows = torch.as_tensor(rows, dtype=torch.long)
@@ -69,4 +82,6 @@ class FrameDataset(Dataset):
                 image = img.convert("RGB")
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"image {path} listed in the manifest does not exist") from exc
-        return self.transform(image), self.labels[i], self.rows[i]
+        row = self.rows[i]
+        pixels = self.transform(image, int(row)) if isinstance(self.transform, ViewTransform) else self.transform(image)
+        return pixels, self.labels[i], row

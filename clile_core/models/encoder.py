@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,11 +12,16 @@ from clile_core.config import ModelConfig
 
 
 class FeatureEncoder(nn.Module):
-    """Backbone tokens (B, T, Cf) -> one embedding F_emb (B, D); Cf != D is projected by one linear layer."""
+    """Backbone tokens (B, T, Cf) -> one embedding F_emb (B, D); Cf != D is projected by one linear layer.
 
-    def __init__(self, in_dim: int, cfg: ModelConfig):
+    With ``model.pos_embedding`` each of the T token positions gets a learned embedding: AUs are local,
+    and mean pooling over a Transformer without positions cannot tell where on the h×w map a token sits.
+    """
+
+    def __init__(self, in_dim: int, cfg: ModelConfig, *, tokens: int):
         super().__init__()
         self.project = nn.Linear(in_dim, cfg.dim) if in_dim != cfg.dim else nn.Identity()
+        self.pos = nn.Parameter(torch.randn(1, tokens, cfg.dim) * 0.02) if cfg.pos_embedding else None
         layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, cfg.ff_dim, cfg.dropout, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.pooling = cfg.pooling
@@ -22,6 +29,8 @@ class FeatureEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.project(tokens)
+        if self.pos is not None:
+            x = x + self.pos
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.encoder(x)
@@ -41,8 +50,12 @@ def au_logits(f_emb: torch.Tensor, au_emb: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_embeddings(*shape: int) -> nn.Parameter:
-    """ILEs and AU embeddings start Gaussian (paper §3.2); normalisation happens at use."""
-    return nn.Parameter(torch.randn(*shape))
+    """ILEs and AU embeddings start Gaussian (paper §3.2); normalisation happens at use.
+
+    The variance is 1/D so rows start near unit norm: the gradient reaching a row through the
+    normalisation shrinks with 1/‖row‖, and N(0, 1) rows (norm √D) barely moved in stage I.
+    """
+    return nn.Parameter(torch.randn(*shape) / math.sqrt(shape[-1]))
 
 
 class Stage0Model(nn.Module):

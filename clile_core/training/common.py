@@ -15,6 +15,7 @@ from clile_core.config import RunConfig, StageConfig, to_dict
 from clile_core.features import FeatureStore
 from clile_core.data.fold_data import FoldData
 from clile_core.data.images import view_names
+from clile_core.diagnostics import identity_probe
 from clile_core.losses import inverse_frequency_weights, selective_learning_weights, weighted_bce
 from clile_core.metrics import f1_table
 from clile_core.training.loop import EpochCallback, Evaluation, FitResult, fit
@@ -102,17 +103,20 @@ def feature_batches(
 
 
 @torch.no_grad()
+def map_features(features: FeatureStore, rows: np.ndarray, fn: Callable[[torch.Tensor], torch.Tensor],
+                 device: torch.device, batch_size: int = 512) -> np.ndarray:
+    """``fn`` over the centre-view tokens of ``rows``, batched so huge test folds fit in memory."""
+    outputs = [fn(features.gather(rows[start : start + batch_size]).to(device)).float().cpu()
+               for start in range(0, len(rows), batch_size)]
+    return torch.cat(outputs).numpy()
+
+
 def evaluate_features(
     features: FeatureStore, rows: np.ndarray, labels: np.ndarray, logits_fn: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device, batch_size: int = 512,
 ) -> Evaluation:
-    """Probabilities on the centre view of ``rows``, batched so huge test folds fit in memory."""
-    probs = []
-    for start in range(0, len(rows), batch_size):
-        tokens = features.gather(rows[start : start + batch_size]).to(device)
-        probs.append(torch.sigmoid(logits_fn(tokens).float()).cpu())
-    stacked = torch.cat(probs).numpy() if probs else np.zeros((0, labels.shape[1]))
-    return Evaluation(stacked, labels[rows])
+    """Probabilities on the centre view of ``rows``."""
+    return Evaluation(map_features(features, rows, lambda t: torch.sigmoid(logits_fn(t)), device, batch_size), labels[rows])
 
 
 Scores = Callable[[np.ndarray], Evaluation]
@@ -122,6 +126,7 @@ def fit_on_features(
     stage: str, model: torch.nn.Module, stage_cfg: StageConfig, cfg: RunConfig, data: FoldData, features: FeatureStore,
     loss_terms: Callable[[tuple[torch.Tensor, torch.Tensor]], dict[str, torch.Tensor]],
     logits: Callable[[torch.Tensor], torch.Tensor], device: torch.device, callback: EpochCallback | None,
+    lr_scales: dict[str, float] | None = None,
 ) -> tuple[FitResult, Scores]:
     """Stages I and II: shuffled batches of cached views, validation on the centre view; returns the
     fit and the scorer the final evaluation uses."""
@@ -133,15 +138,33 @@ def fit_on_features(
 
     fitted = fit(
         stage, model, stage_cfg, lambda: feature_batches(features, data.split.train, stage_cfg, generator, views),
-        loss_terms, lambda: scores(data.split.val), data.au_names, cfg.threshold, device, callback,
+        loss_terms, lambda: scores(data.split.val), data.au_names, cfg.threshold, device, callback, lr_scales=lr_scales,
     )
     return fitted, scores
 
 
-def finish_stage(stage: str, cfg: RunConfig, data: FoldData, out_dir: Path, fitted: FitResult, scores: Scores) -> StageResult:
-    """Evaluate the selected model on the test and seen splits; write predictions and ``result.json``."""
-    evaluations = {split: scores(getattr(data.split, split)) for split in ("test", "seen")}
+Embed = Callable[[np.ndarray], np.ndarray]
+
+
+def identity_metrics(data: FoldData, embed: Embed) -> dict[str, float]:
+    """The identity probe on the embedding the stage predicts from (``clile_core.diagnostics``); nothing
+    when the fold has no held-out frames of training subjects (``data.seen_fraction`` 0)."""
+    if not len(data.split.seen):
+        return {}
+    subjects = data.manifest["subject"].to_numpy()
+    return identity_probe(embed(data.split.train), subjects[data.split.train],
+                          embed(data.split.seen), subjects[data.split.seen])
+
+
+def finish_stage(stage: str, cfg: RunConfig, data: FoldData, out_dir: Path, fitted: FitResult, scores: Scores,
+                 *, embed: Embed, extra: dict[str, float] | None = None) -> StageResult:
+    """Evaluate the selected model on the test and seen splits (an empty split is skipped), add the
+    identity diagnostics (and ``extra``), write predictions and ``result.json``."""
+    evaluations = {split: scores(getattr(data.split, split)) for split in ("test", "seen") if len(getattr(data.split, split))}
     save_predictions(out_dir, evaluations, {split: getattr(data.split, split) for split in evaluations})
-    result = StageResult(stage, Path(out_dir), final_metrics(fitted, evaluations, data.au_names, cfg.threshold), fitted.history)
+    metrics = final_metrics(fitted, evaluations, data.au_names, cfg.threshold)
+    metrics.update(identity_metrics(data, embed))
+    metrics.update(extra or {})
+    result = StageResult(stage, Path(out_dir), metrics, fitted.history)
     result.save(cfg)
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,16 @@ def select_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device=cuda was requested but no CUDA GPU is visible; use --set device=cpu or auto")
     return torch.device(name)
+
+
+def make_reproducible(seed: int, deterministic: bool) -> None:
+    """Seed torch; with ``deterministic`` also refuse non-deterministic kernels (cuDNN autotuning, atomic adds
+    on the GPU), which makes GPU runs repeatable at some cost in speed. CPU runs repeat without it."""
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
 
 
 def autocast(device: torch.device) -> torch.autocast:
@@ -74,15 +85,23 @@ def fit(
     threshold: float,
     device: torch.device,
     callback: EpochCallback | None = None,
+    *,
+    lr_scales: dict[str, float] | None = None,
 ) -> FitResult:
-    """Train ``model``'s trainable parameters; afterwards it holds the weights of the best validation epoch.
+    """Train ``model``'s trainable parameters; afterwards it holds the weights of the epoch ``cfg.select``
+    names (best validation F1, or the last), and the plateau schedule followed the matching signal.
 
     ``loss_terms`` returns the named terms plus their weighted sum under 'loss'; each is logged per epoch.
+    ``lr_scales`` multiplies the learning rate of the named parameters (the logged ``lr`` is the base rate).
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scales = lr_scales or {}
+    groups = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and n not in scales]}]
+    groups += [{"params": [dict(model.named_parameters())[name]], "lr": cfg.lr * scale} for name, scale in scales.items()]
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    keep_last = cfg.select == "last"
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        optimizer, mode="min" if keep_last else "max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )
     result = FitResult(best_epoch=-1, best_val_f1=-math.inf)
     best_state = copy.deepcopy(model.state_dict())
@@ -104,13 +123,15 @@ def fit(
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
         model.eval()
         per_au, val_avg = validate().f1(threshold)
-        scheduler.step(val_avg)
         metrics = {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+        scheduler.step(metrics["train_loss"] if keep_last else val_avg)
         metrics.update(f1_table(per_au, au_names, prefix="val_"))
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["epoch_seconds"] = time.time() - start
         result.history.append({"epoch": epoch, **metrics})
-        if val_avg > result.best_val_f1:
+        if keep_last:
+            result.best_val_f1, result.best_epoch = val_avg, epoch
+        elif val_avg > result.best_val_f1:
             result.best_val_f1, result.best_epoch = val_avg, epoch
             best_state = copy.deepcopy(model.state_dict())
         print(
@@ -121,6 +142,7 @@ def fit(
         )
         if callback is not None:
             callback(stage, epoch, metrics)
-    model.load_state_dict(best_state)
+    if not keep_last:
+        model.load_state_dict(best_state)
     model.eval()
     return result

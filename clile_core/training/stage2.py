@@ -14,24 +14,26 @@ from clile_core.features import FeatureStore
 from clile_core.losses import contrastive_loss, orth_loss
 from clile_core.model_io import save_model
 from clile_core.models.encoder import FeatureEncoder, au_logits, gaussian_embeddings
-from clile_core.training.common import BatchLoss, StageResult, finish_stage, fit_on_features
-from clile_core.training.loop import EpochCallback, select_device
+from clile_core.diagnostics import ile_silhouettes
+from clile_core.training.common import BatchLoss, StageResult, finish_stage, fit_on_features, map_features
+from clile_core.training.loop import EpochCallback, make_reproducible, select_device
 from clile_core.training.stage1 import STAGE1_FILE
 
 
 class GeneralModel(nn.Module):
-    def __init__(self, token_dim: int, n_aus: int, cfg: RunConfig):
+    def __init__(self, token_dim: int, tokens: int, n_aus: int, cfg: RunConfig):
         super().__init__()
-        self.encoder = FeatureEncoder(token_dim, cfg.model)
+        self.encoder = FeatureEncoder(token_dim, cfg.model, tokens=tokens)
         self.au = gaussian_embeddings(n_aus, cfg.model.dim)
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         return au_logits(self.encoder(tokens), self.au)
 
 
-def _init_from_stage1(model: GeneralModel, stage1: dict, token_dim: int, cfg: RunConfig, device: torch.device) -> FeatureEncoder:
+def _init_from_stage1(model: GeneralModel, stage1: dict, features: FeatureStore, cfg: RunConfig,
+                      device: torch.device) -> FeatureEncoder:
     """Frozen F_enc^ID from stage I; F_enc^G and AU^G optionally start from it (PAPER.md defaults)."""
-    id_encoder = FeatureEncoder(token_dim, cfg.model)
+    id_encoder = FeatureEncoder(features.token_dim, cfg.model, tokens=features.token_count)
     id_encoder.load_state_dict(stage1["encoder"])
     id_encoder.requires_grad_(False)
     if cfg.stage2.init_from_stage1:
@@ -50,13 +52,15 @@ def train_stage2(
     s2 = cfg.stage2
     if s2.use_orth and stage1_dir is None:
         raise ValueError("stage II with L_Orth needs a stage-I model (F_enc^ID); turn stage I on or use_orth off")
-    torch.manual_seed(cfg.seed)
+    make_reproducible(cfg.seed, cfg.deterministic)
     device = select_device(cfg.device)
-    model = GeneralModel(features.token_dim, len(data.au_names), cfg)
+    model = GeneralModel(features.token_dim, features.token_count, len(data.au_names), cfg)
     id_encoder = None
+    ile_metrics: dict[str, float] = {}
     if stage1_dir is not None:
         stage1 = torch.load(Path(stage1_dir) / STAGE1_FILE, map_location="cpu", weights_only=True)
-        id_encoder = _init_from_stage1(model, stage1, features.token_dim, cfg, device)
+        id_encoder = _init_from_stage1(model, stage1, features, cfg, device)
+        ile_metrics = ile_silhouettes(stage1["ile"].numpy())  # the ILEs this model was built on, beside its F1
     model.to(device)
     batch_loss = BatchLoss(cfg, data, device)
 
@@ -82,4 +86,5 @@ def train_stage2(
     out_dir = Path(out_dir)
     save_model(out_dir, "clile", {"encoder": model.encoder.state_dict(), "au_embeddings": model.au.detach().cpu()},
                backbone_ckpt, cfg.model, cfg.data, data.au_names, cfg.threshold)
-    return finish_stage("stage2", cfg, data, out_dir, fitted, scores)
+    return finish_stage("stage2", cfg, data, out_dir, fitted, scores, embed=lambda rows: map_features(
+        features, rows, model.encoder, device), extra=ile_metrics)
