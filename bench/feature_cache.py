@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_run_config(args.dataset, None, [*overrides, f"features.cache_dir={tmp}/features"])
         cfg = get_variant("A1").apply(cfg)  # stage II without stage I: the timing isolates the feature path
-        data = load_fold_data(cfg.data, 1)
+        data = load_fold_data(cfg.data, 1, cfg.features.cache_dir)
         print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
               f"{len(data.split.train)} training frames, input {cfg.data.input_size}px, {cfg.model.backbone}")
         train_stage0(cfg, data, Path(tmp) / "stage0")

@@ -18,19 +18,12 @@ from torch.utils.data import DataLoader
 
 from clile_core.atomic import atomic_dir
 from clile_core.config import RunConfig
+from clile_core.data.digests import file_hash
 from clile_core.data.fold_data import FoldData
 from clile_core.data.images import FrameDataset, ViewTransform, view_names
 from clile_core.models.backbones import Backbone
 
 import numpy as np
-
-
-def file_hash(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def cache_key(backbone_hash: str, manifest_hash: str, cfg: RunConfig) -> str:

@@ -16,7 +16,7 @@ from torch import nn
 
 from clile_core.atomic import atomic_path, write_text
 from clile_core.config import DataConfig, ModelConfig, merge
-from clile_core.features import file_hash
+from clile_core.data.digests import file_hash
 from clile_core.models.backbones import create_backbone, load_weights
 from clile_core.models.encoder import FeatureEncoder, Stage0Model, au_logits
 

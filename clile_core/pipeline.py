@@ -39,7 +39,7 @@ class FoldRun:
 def run_fold(cfg: RunConfig, variant: Variant, fold: int, run_dir: Path, callback: EpochCallback | None = None) -> FoldRun:
     cfg = variant.apply(cfg)
     run_dir = Path(run_dir)
-    data = load_fold_data(cfg.data, fold)
+    data = load_fold_data(cfg.data, fold, cfg.features.cache_dir)
     stages = {"stage0": train_stage0(cfg, data, run_dir / "stage0", callback)}
     if not variant.stage2:
         return FoldRun(data, stages, None)

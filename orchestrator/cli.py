@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from clile_core.config import ConfigError, RunConfig, load_run_config
-from clile_core.data.fold_data import resolve_manifest
-from clile_core.data.manifest import ManifestError, au_columns, manifest_hash, read_manifest
+from clile_core.data.fold_data import data_hash, resolve_manifest
+from clile_core.data.manifest import ManifestError, au_columns, read_manifest
 from orchestrator.store import ArtifactStore
 from orchestrator.sweep import SweepOptions, SweepOutcome, describe, execute, sweep_key
 from orchestrator.tracking import SweepTracker, default_tracking_uri
@@ -71,8 +71,10 @@ def prepare(args: argparse.Namespace) -> Context:
     data = dataclasses.replace(cfg.data, synthetic_root=str(Path(cfg.data.synthetic_root).resolve()))
     cfg = dataclasses.replace(cfg, data=data,
                               features=dataclasses.replace(cfg.features, cache_dir=str(store.features_dir)))
-    manifest = read_manifest(resolve_manifest(cfg.data)[0])
-    return Context(args, cfg, store, manifest_hash(manifest), au_columns(manifest), args.tracking_uri or default_tracking_uri())
+    manifest_path, images_root = resolve_manifest(cfg.data)
+    manifest = read_manifest(manifest_path)
+    return Context(args, cfg, store, data_hash(manifest, images_root, cfg.features.cache_dir), au_columns(manifest),
+                   args.tracking_uri or default_tracking_uri())
 
 
 def run_command(

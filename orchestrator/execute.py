@@ -40,7 +40,7 @@ def run_unit(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]
         return store.record(unit.key)
     _inject_failure(unit)
     cfg = unit.run_config()
-    data = load_fold_data(cfg.data, unit.fold)
+    data = load_fold_data(cfg.data, unit.fold, cfg.features.cache_dir)
     start = time.time()
 
     def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:

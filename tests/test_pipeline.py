@@ -196,7 +196,7 @@ def test_no_held_out_frames_means_no_seen_metrics_and_no_probe(trained, tmp_path
     cfg, out, fold_run, _ = trained
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, seen_fraction=0.0),
                               stage2=dataclasses.replace(cfg.stage2, epochs=1))
-    data = load_fold_data(cfg.data, 1)
+    data = load_fold_data(cfg.data, 1, cfg.features.cache_dir)
     assert len(data.split.seen) == 0 and len(data.split.train) > len(fold_run.data.split.train)
     result = train_stage2(cfg, data, fold_run.features, tmp_path, out / "stage0" / "backbone.pt", out / "stage1")
     assert "test_f1_avg" in result.metrics and not any(k.startswith(("seen_", "id_probe")) for k in result.metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from clile_core.config import DataConfig
 from clile_core.data.folds import FoldSplit, split_fold
+from clile_core.data.digests import images_digest
 from clile_core.data.manifest import au_columns, manifest_hash, read_manifest
 
 
@@ -22,7 +24,7 @@ class FoldData:
     labels: np.ndarray  # (frames, AUs) in {1, 0, -1}
     au_names: list[str]
     split: FoldSplit
-    manifest_hash: str
+    manifest_hash: str  # the manifest's rows and the content of its images (see data_hash)
 
     def subject_index(self, rows: np.ndarray) -> np.ndarray:
         """Index of each row's subject among the training subjects (the ILE row); -1 for others."""
@@ -55,7 +57,16 @@ def resolve_manifest(cfg: DataConfig) -> tuple[Path, Path]:
     return Path(cfg.manifest), Path(cfg.images)
 
 
-def load_fold_data(cfg: DataConfig, fold: int) -> FoldData:
+def data_hash(manifest: pd.DataFrame, images_root: Path, cache_dir: str | Path) -> str:
+    """What a unit's output depends on in the data: the manifest's rows and its images' pixels. Per-image
+    content hashes are cached under ``cache_dir`` (the feature cache's folder), keyed by the manifest."""
+    rows = manifest_hash(manifest)
+    cache_file = Path(cache_dir) / "image_digests" / f"{rows}.json"
+    pixels = images_digest(Path(images_root), manifest["image"].astype(str).tolist(), cache_file)
+    return hashlib.sha256(f"{rows}:{pixels}".encode()).hexdigest()[:16]
+
+
+def load_fold_data(cfg: DataConfig, fold: int, cache_dir: str | Path) -> FoldData:
     manifest_path, images_root = resolve_manifest(cfg)
     manifest = read_manifest(manifest_path).reset_index(drop=True)
     aus = au_columns(manifest)
@@ -68,5 +79,5 @@ def load_fold_data(cfg: DataConfig, fold: int) -> FoldData:
         labels=manifest[aus].to_numpy(dtype=np.int64),
         au_names=aus,
         split=split,
-        manifest_hash=manifest_hash(manifest),
+        manifest_hash=data_hash(manifest, images_root, cache_dir),
     )
