@@ -13,11 +13,15 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from pyfeat_media import media_dir
 from test_importers import write_disfa
 
+from clile_core import features
+from clile_core.config import load_run_config
 from clile_core.data import align, prepare
+from clile_core.models.backbones import create_backbone
 from orchestrator import align as align_command
 
 OPTIONS = align.AlignOptions()
@@ -230,3 +234,17 @@ def test_prepare_drops_the_frames_the_report_lists(tmp_path: Path, capsys) -> No
     manifest = pd.read_csv(out)
     assert manifest["frame"].tolist() == [1, 3, 5] and set(manifest["subject"]) == {"SN001"}
     assert "4 of 7 frames have no aligned crop" in capsys.readouterr().out
+
+
+# ---- feature-cache footprint (all of BP4D: README "From the release to Table 3") -----------------
+
+
+def test_feature_cache_size_is_estimated_and_a_full_disk_refused_before_extraction(tmp_path: Path) -> None:
+    cfg = load_run_config("synthetic", None, ["data.input_size=64"])
+    backbone = create_backbone("resnet18").eval()
+    # resnet18 at 64 px: a 2x2 grid of 512-channel tokens, 2 bytes each in float16
+    assert features.estimated_bytes(backbone, 10, 2, cfg, torch.device("cpu")) == 10 * 2 * 4 * 512 * 2
+    features.check_space(tmp_path / "features" / "key", 1, "1 byte")  # the folder need not exist yet
+    with pytest.raises(features.CacheSpaceError) as info:
+        features.check_space(tmp_path / "features" / "key", 1 << 60, "146000 frames x 2 views")
+    assert str(tmp_path) in str(info.value) and "features.cache_dir" in str(info.value)
