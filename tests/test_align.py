@@ -208,6 +208,7 @@ def test_truncated_videos_are_reported_not_fatal(media: Path, tmp_path: Path) ->
     assert not (out / "cut").exists()
     merged = align.merge_report(out)
     assert len(merged) == len(rows) and (out / align.REPORT_NAME).is_file()
+    assert align.plan_jobs(src, out, frames_per_job=30) == ([], 72 + 1)  # a rerun retries none of them
 
 
 # ---- prepare reads the report ---------------------------------------------------------------------

@@ -179,9 +179,14 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
+def video_folder(video: str) -> str:
+    """Relative output folder of a video, with a trailing '/': also the report's key for a whole video."""
+    return Path(video).with_suffix("").as_posix() + "/"
+
+
 def frame_output(video: str, frame: int) -> str:
     """Relative output path of a video frame: ``<folder>/<stem>/00001.jpg``."""
-    return (Path(video).with_suffix("") / FRAME_NAME.format(frame=frame)).as_posix()
+    return video_folder(video) + FRAME_NAME.format(frame=frame)
 
 
 def announced_frames(path: Path) -> int:
@@ -219,17 +224,17 @@ Job = ImageJob | VideoJob
 
 
 def job_name(job: Job) -> str:
-    text = repr(job)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    return hashlib.sha1(repr(job).encode()).hexdigest()[:16]
 
 
 def scan(src: Path, out: Path) -> tuple[list[str], list[str]]:
     """Relative paths of the images and videos under ``src`` (hidden entries and ``out`` itself skipped)."""
     images, videos = [], []
-    out = out.resolve()
+    src, out = src.resolve(), out.resolve()
+    inner = out.relative_to(src).parts if out.is_relative_to(src) else None  # OUT inside SRC: never re-align crops
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file() or out in path.resolve().parents:
+        if any(part.startswith(".") for part in rel.parts) or (inner and rel.parts[:len(inner)] == inner) or not path.is_file():
             continue
         if is_image(path):
             images.append(rel.as_posix())
@@ -280,7 +285,7 @@ def plan_jobs(src: Path, out: Path, *, images_per_job: int = 32, frames_per_job:
             pending.append(rel)
     jobs: list[Job] = [ImageJob(tuple(pending[i:i + images_per_job])) for i in range(0, len(pending), images_per_job)]
     for rel in videos:
-        if rel + "/" in decided:  # reported whole (unreadable): retrying would fail the same way
+        if video_folder(rel) in decided:  # reported whole (unreadable): retrying would fail the same way
             done += 1
             continue
         total = announced_frames(src / rel)
@@ -351,7 +356,7 @@ def _video_frames(job: VideoJob, src: Path) -> Iterator[tuple[int, Image.Image |
                 reason = f"decoding failed after frame {seen}: {exc}"
     if job.stop is None:
         if reason:  # the frame count is unknown: one row stands for the rest of the video
-            yield seen + 1, ReportRow(Path(rel).with_suffix("").as_posix() + "/", rel, None, False, 0, reason)
+            yield seen + 1, ReportRow(video_folder(rel), rel, None, False, 0, reason)
         return
     reason = reason or f"video ended after frame {seen}; its header announces more"
     for index in range(max(seen + 1, job.start), job.stop + 1):
