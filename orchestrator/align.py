@@ -65,7 +65,7 @@ def _run_remote(jobs: list[align.Job], args: argparse.Namespace, options: align.
     print(f"[align] cluster: {int(cluster.get('CPU', 0))} CPU, {int(cluster.get('GPU', 0))} GPU; "
           f"MTCNN on {'GPU' if gpus else 'CPU'}", file=sys.stderr)
 
-    @ray.remote
+    @ray.remote(num_cpus=0)  # a counter: it must not take a core from the alignment tasks
     class Progress:
         """Frames done since the driver last asked: per-frame progress while jobs are long."""
 

@@ -249,3 +249,16 @@ def test_feature_cache_size_is_estimated_and_a_full_disk_refused_before_extracti
     with pytest.raises(features.CacheSpaceError) as info:
         features.check_space(tmp_path / "features" / "key", 1 << 60, "146000 frames x 2 views")
     assert str(tmp_path) in str(info.value) and "features.cache_dir" in str(info.value)
+
+
+def test_plan_aligns_only_the_listed_images_and_never_its_own_output(tmp_path: Path) -> None:
+    src = tmp_path / "release"
+    for name in ["F001/T1/1.jpg", "F001/T1/2.jpg", "F001/T2/1.jpg", ".cache/x.jpg", "notes.txt"]:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(b"")
+    (src / "aligned" / "F001" / "T1").mkdir(parents=True)
+    (src / "aligned" / "F001" / "T1" / "1.jpg").write_bytes(b"")  # an earlier crop, OUT inside SRC
+    jobs, done = align.plan_jobs(src, src / "aligned", images_per_job=2)
+    assert jobs == [align.ImageJob(("F001/T1/2.jpg", "F001/T2/1.jpg"))] and done == 1
+    jobs, done = align.plan_jobs(src, src / "aligned", only={"F001/T2/1.jpg"})
+    assert jobs == [align.ImageJob(("F001/T2/1.jpg",))] and done == 0
