@@ -24,6 +24,10 @@ from orchestrator.resources import init_ray
 POLL_S = 0.5
 
 
+class JobsFailed(Exception):
+    """Some jobs raised even after Ray's retries; the others finished."""
+
+
 def _parser() -> argparse.ArgumentParser:
     defaults = align.AlignOptions()
     parser = argparse.ArgumentParser(prog="python -m orchestrator.align", description=__doc__,
@@ -101,12 +105,19 @@ def _run_remote(jobs: list[align.Job], args: argparse.Namespace, options: align.
     # longest jobs first, so a long video never starts last and runs alone
     pending = [run.remote(job, progress) for job in sorted(jobs, key=lambda j: -j.frames)]
     rows: list[align.ReportRow] = []
+    failures: list[str] = []
     with tqdm(total=sum(j.frames for j in jobs), unit="frame", desc="align", dynamic_ncols=True) as bar:
         while pending:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
             for ref in ready:
-                rows += ray.get(ref)
+                try:
+                    rows += ray.get(ref)
+                except ray.exceptions.RayError as exc:  # one bad job must not stop the others
+                    failures.append(str(exc).strip().splitlines()[-1])
             bar.update(ray.get(progress.take.remote()))
+    if failures:
+        raise JobsFailed(f"{len(failures)} of {len(jobs)} jobs failed (first: {failures[0]}); their finished crops are "
+                         "kept - rerun the same command to retry the rest")
     return rows
 
 
@@ -114,12 +125,18 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     options = align.AlignOptions(size=args.size, margin=args.margin, detect_side=args.detect_side,
                                  min_face=args.min_face, confidence=args.confidence)
+    align.load_detector(options)  # a missing facenet-pytorch is said here, not by every worker
     args.src, args.out = args.src.resolve(), args.out.resolve()  # Ray workers run in another directory
     jobs, done = align.plan_jobs(args.src, args.out, only=_only(args.only))
     frames = sum(j.frames for j in jobs)
     print(f"[align] {args.src} -> {args.out}: {len(jobs)} jobs, {frames} frames to align, {done} already done", file=sys.stderr)
     start = time.time()
-    rows = _run_remote(jobs, args, options) if jobs else []
+    try:
+        rows = _run_remote(jobs, args, options) if jobs else []
+    except JobsFailed as exc:
+        align.merge_report(args.out)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     report_file = args.out / align.REPORT_NAME
     # nothing ran: leave the report untouched, so a finished rerun writes nothing at all
     report = align.merge_report(args.out) if jobs or not report_file.exists() else align.read_rows(report_file)

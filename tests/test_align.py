@@ -262,3 +262,5 @@ def test_plan_aligns_only_the_listed_images_and_never_its_own_output(tmp_path: P
     assert jobs == [align.ImageJob(("F001/T1/2.jpg", "F001/T2/1.jpg"))] and done == 1
     jobs, done = align.plan_jobs(src, src / "aligned", only={"F001/T2/1.jpg"})
     assert jobs == [align.ImageJob(("F001/T2/1.jpg",))] and done == 0
+    with pytest.raises(align.AlignError, match="none of the 1 images the --only manifest lists"):
+        align.plan_jobs(src, src / "aligned", only={"T1/1.jpg"})

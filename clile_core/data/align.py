@@ -119,6 +119,10 @@ class Face:
         return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
 
 
+def load_detector(options: AlignOptions):
+    return _mtcnn(options.min_face, options.device)
+
+
 @functools.lru_cache(maxsize=2)
 def _mtcnn(min_face: int, device: str):
     """One MTCNN per worker process: its P/R/O-Net weights ship inside the facenet-pytorch wheel."""
@@ -139,7 +143,7 @@ def detect(image: Image.Image, options: AlignOptions) -> list[Face]:
     small = image if factor == 1.0 else image.resize(
         (max(1, round(image.width * factor)), max(1, round(image.height * factor))), Image.Resampling.BILINEAR
     )
-    boxes, probs, points = _mtcnn(options.min_face, options.device).detect(small, landmarks=True)
+    boxes, probs, points = load_detector(options).detect(small, landmarks=True)
     if boxes is None:
         return []
     faces = [
@@ -273,6 +277,9 @@ def plan_jobs(src: Path, out: Path, *, images_per_job: int = 32, frames_per_job:
     ``only`` restricts images to those relative paths (e.g. the coded frames of a manifest).
     """
     images, videos = scan(src, out)
+    if only is not None and only.isdisjoint(images):
+        raise AlignError(f"none of the {len(only)} images the --only manifest lists is under {src} "
+                         f"(e.g. {next(iter(sorted(only)), '-')}); its paths must be relative to SRC")
     decided = {r.output for r in part_rows(out) if not r.written}
     done = 0
     pending = []
