@@ -83,7 +83,7 @@ def _run_remote(jobs: list[align.Job], args: argparse.Namespace, options: align.
             n, self.count = self.count, 0
             return n
 
-    @ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)
+    @ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)  # retries a dead worker (OOM, lost node), not a raise
     def run(job: align.Job, progress) -> list[align.ReportRow]:
         import torch
 
@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     align.load_detector(options)  # a missing facenet-pytorch is said here, not by every worker
     args.src, args.out = args.src.resolve(), args.out.resolve()  # Ray workers run in another directory
     jobs, done = align.plan_jobs(args.src, args.out, only=_only(args.only))
+    if stale := align.remove_partial_writes(args.out):
+        print(f"[align] removed {stale} partial files an interrupted run left", file=sys.stderr)
     frames = sum(j.frames for j in jobs)
     print(f"[align] {args.src} -> {args.out}: {len(jobs)} jobs, {frames} frames to align, {done} already done", file=sys.stderr)
     start = time.time()

@@ -259,6 +259,8 @@ def test_plan_aligns_only_the_listed_images_and_never_its_own_output(tmp_path: P
         (src / name).write_bytes(b"")
     (src / "aligned" / "F001" / "T1").mkdir(parents=True)
     (src / "aligned" / "F001" / "T1" / "1.jpg").write_bytes(b"")  # an earlier crop, OUT inside SRC
+    (src / "aligned" / "F001" / "T1" / ".2.jpg.k3x9.tmp").write_bytes(b"half")  # left by kill -9 mid-write
+    assert align.remove_partial_writes(src / "aligned") == 1 and not list((src / "aligned").rglob("*.tmp"))
     jobs, done = align.plan_jobs(src, src / "aligned", images_per_job=2)
     assert jobs == [align.ImageJob(("F001/T1/2.jpg", "F001/T2/1.jpg"))] and done == 1
     jobs, done = align.plan_jobs(src, src / "aligned", only={"F001/T2/1.jpg"})

@@ -309,6 +309,14 @@ def plan_jobs(src: Path, out: Path, *, images_per_job: int = 32, frames_per_job:
     return jobs, done
 
 
+def remove_partial_writes(out: Path) -> int:
+    """Delete the temporary files of writes a killed run never renamed (``atomic_path``'s ``.name.*.tmp``)."""
+    stale = list(out.rglob(".*.tmp")) if out.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 # ---- running a job --------------------------------------------------------------------------------
 
 
