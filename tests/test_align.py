@@ -88,6 +88,11 @@ def test_template_without_margin_is_the_reference_and_margin_shrinks_it_about_th
     np.testing.assert_allclose(wide - centre, (align.TEMPLATE_112 - centre) / 1.5)
 
 
+def test_a_frame_smaller_than_the_smallest_face_is_no_face_not_an_error() -> None:
+    for size in [(5, 5), (1, 300), (39, 400)]:
+        assert align.align_image(Image.new("RGB", size), OPTIONS) == align.Aligned(None, 0, "no face")
+
+
 # ---- the command on real faces --------------------------------------------------------------------
 
 
@@ -196,8 +201,10 @@ def test_truncated_videos_are_reported_not_fatal(media: Path, tmp_path: Path) ->
     truncate(avi, 0.3)  # AVI: opens, the header still announces 72 frames, the stream ends early
     shutil.copy(media / "single_face.mp4", src / "cut.mp4")
     truncate(src / "cut.mp4", 0.5)  # MP4 with its index at the end: cannot be opened at all
+    shutil.copy(media / "single_face.jpg", src / "cut.jpg")
+    truncate(src / "cut.jpg", 0.5)
     jobs, _ = align.plan_jobs(src, out, frames_per_job=30)
-    assert [j.frames for j in jobs] == [30, 30, 12, 0]  # the unreadable MP4's frame count is unknown
+    assert [j.frames for j in jobs] == [1, 30, 30, 12, 0]  # the unreadable MP4's frame count is unknown
     rows = [row for job in jobs for row in align.run_job(job, src, out, OPTIONS)]
     crops = sorted(int(p.stem) for p in (out / "LeftVideoSN001_comp").glob("*.jpg"))
     lost = sorted(r.frame for r in rows if r.source.endswith(".avi"))
@@ -207,9 +214,11 @@ def test_truncated_videos_are_reported_not_fatal(media: Path, tmp_path: Path) ->
     whole = [r for r in rows if r.source == "cut.mp4"]
     assert [(w.output, w.frame, w.reason.split(":")[0]) for w in whole] == [("cut/", None, "unreadable video")]
     assert not (out / "cut").exists()
+    image = [(r.output, r.reason.split(":")[0]) for r in rows if r.source == "cut.jpg"]
+    assert image == [("cut.jpg", "unreadable image")] and not (out / "cut.jpg").exists()
     merged = align.merge_report(out)
     assert len(merged) == len(rows) and (out / align.REPORT_NAME).is_file()
-    assert align.plan_jobs(src, out, frames_per_job=30) == ([], 72 + 1)  # a rerun retries none of them
+    assert align.plan_jobs(src, out, frames_per_job=30) == ([], 1 + 72 + 1)  # a rerun retries none of them
 
 
 # ---- prepare reads the report ---------------------------------------------------------------------

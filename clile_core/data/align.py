@@ -143,6 +143,8 @@ def detect(image: Image.Image, options: AlignOptions) -> list[Face]:
     small = image if factor == 1.0 else image.resize(
         (max(1, round(image.width * factor)), max(1, round(image.height * factor))), Image.Resampling.BILINEAR
     )
+    if min(small.size) < options.min_face:  # MTCNN's pyramid would be empty (and it raises on that)
+        return []
     boxes, probs, points = load_detector(options).detect(small, landmarks=True)
     if boxes is None:
         return []
