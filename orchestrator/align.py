@@ -19,7 +19,6 @@ from tqdm import tqdm
 
 from clile_core.data import align
 from clile_core.data.manifest import ManifestError, read_manifest
-from orchestrator.resources import init_ray
 
 POLL_S = 0.5
 
@@ -63,6 +62,8 @@ def _check(args: argparse.Namespace) -> None:
 
 def _run_remote(jobs: list[align.Job], args: argparse.Namespace, options: align.AlignOptions) -> list[align.ReportRow]:
     import ray
+
+    from orchestrator.resources import init_ray  # here: it pulls in the training stack, which a finished rerun never needs
 
     cluster = init_ray(args.address)
     gpus = args.gpus_per_task if cluster.get("GPU", 0) > 0 else 0.0
@@ -125,13 +126,14 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     options = align.AlignOptions(size=args.size, margin=args.margin, detect_side=args.detect_side,
                                  min_face=args.min_face, confidence=args.confidence)
-    align.load_detector(options)  # a missing facenet-pytorch is said here, not by every worker
     args.src, args.out = args.src.resolve(), args.out.resolve()  # Ray workers run in another directory
     jobs, done = align.plan_jobs(args.src, args.out, only=_only(args.only))
     if stale := align.remove_partial_writes(args.out):
         print(f"[align] removed {stale} partial files an interrupted run left", file=sys.stderr)
     frames = sum(j.frames for j in jobs)
     print(f"[align] {args.src} -> {args.out}: {len(jobs)} jobs, {frames} frames to align, {done} already done", file=sys.stderr)
+    if jobs:
+        align.load_detector(options)  # a missing facenet-pytorch is said here, not by every worker
     start = time.time()
     try:
         rows = _run_remote(jobs, args, options) if jobs else []
