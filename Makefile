@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0  # MTCNN only; its torch<2.3 pin would downgrade torch
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -78,6 +79,29 @@ def _load(path: Path, key: str) -> FeatureStore | None:
     return FeatureStore(key, path, views, hit=True)
 
 
+class CacheSpaceError(ValueError):
+    """The feature cache would not fit on its disk; raised before extraction starts."""
+
+
+@torch.no_grad()
+def estimated_bytes(backbone: Backbone, frames: int, views: int, cfg: RunConfig, device: torch.device) -> int:
+    """Bytes the cache will take: one probe image gives the token grid (T, Cf) at this input size."""
+    probe = torch.zeros(1, 3, cfg.data.input_size, cfg.data.input_size, device=device)
+    tokens, dim = backbone(probe).shape[1:]
+    return frames * views * tokens * dim * getattr(torch, cfg.features.dtype).itemsize
+
+
+def check_space(folder: Path, need: int, what: str) -> None:
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    free = shutil.disk_usage(existing).free
+    if need > free:  # refuse now rather than die hours into extraction with a full disk
+        raise CacheSpaceError(
+            f"the feature cache needs {need / 2**30:.1f} GiB ({what}) but {existing} has {free / 2**30:.1f} GiB free; "
+            "free space there, point the cache at a larger disk (features.cache_dir, or --store for the orchestrator), "
+            "or shrink it: features.random_crops=0 (centre + flip only) or a backbone with fewer channels"
+        )
+
+
 @torch.no_grad()
 def _compute(backbone: Backbone, data: FoldData, cfg: RunConfig, view: str, device: torch.device) -> torch.Tensor:
     rows = np.arange(len(data.manifest))
@@ -101,6 +125,8 @@ def load_or_compute(backbone: Backbone, backbone_ckpt: Path, data: FoldData, cfg
         return cached
     backbone = backbone.to(device).eval()
     names = view_names(cfg.features.random_crops)
+    need = estimated_bytes(backbone, len(data.manifest), len(names), cfg, device)
+    check_space(path.parent, need, f"{len(data.manifest)} frames x {len(names)} views, {cfg.features.dtype}")
     start = time.time()
     with atomic_dir(path) as tmp:
         for name in names:

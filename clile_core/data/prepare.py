@@ -9,7 +9,7 @@ from typing import Callable
 
 import pandas as pd
 
-from clile_core.data import bp4d, disfa
+from clile_core.data import align, bp4d, disfa
 from clile_core.data.manifest import ManifestError, au_columns, write_manifest
 
 IMPORTERS: dict[str, Callable[..., pd.DataFrame]] = {"bp4d": bp4d.read_labels, "disfa": disfa.read_labels}
@@ -45,6 +45,18 @@ def _drop_missing(df: pd.DataFrame, images: Path, allow_missing: bool) -> pd.Dat
     return df.loc[~missing].reset_index(drop=True)
 
 
+def _drop_unaligned(df: pd.DataFrame, images: Path) -> pd.DataFrame:
+    """Frames that `orchestrator.align` reported without a crop (no face, unreadable, truncated video)."""
+    report = images / align.REPORT_NAME
+    if not report.is_file():
+        return df
+    frames, videos = align.dropped_outputs(report)
+    dropped = df["image"].isin(frames) | df["image"].map(lambda p: Path(p).parent.as_posix() + "/" in videos)
+    if dropped.any():
+        print(f"{int(dropped.sum())} of {len(df)} frames have no aligned crop ({report} lists why); dropping them")
+    return df.loc[~dropped].reset_index(drop=True)
+
+
 def summary(df: pd.DataFrame, dataset: str, out: Path) -> str:
     aus = au_columns(df)
     labels = df[aus]
@@ -61,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
         raise ManifestError(f"--images {args.images} is not a directory")
     pattern = {"image_pattern": args.image_pattern} if args.image_pattern else {}
     df = IMPORTERS[args.dataset](args.labels, **pattern)
-    df = _drop_missing(df, args.images, args.allow_missing)
+    df = _drop_missing(_drop_unaligned(df, args.images), args.images, args.allow_missing)
     write_manifest(df, args.out)
     print(summary(df, args.dataset, args.out))
 
