@@ -166,6 +166,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if option is float and str not in options and isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; a float field takes what float() parses
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if option is str and isinstance(value, str):
             return value
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
@@ -233,7 +239,20 @@ def load_run_config(dataset: str, config_file: str | None = None, overrides: lis
         cfg = merge(cfg, read_yaml(config_file), str(config_file))
     if overrides:
         cfg = merge(cfg, parse_overrides(overrides), "--set")
+    check_consistency(cfg, f"{preset}{' + ' + str(config_file) if config_file else ''}{' + --set' if overrides else ''}")
     return cfg
+
+
+def check_consistency(cfg: RunConfig, source: str) -> None:
+    """Constraints between fields, which single-field ranges cannot express; checked before anything trains."""
+    model, data = cfg.model, cfg.data
+    if model.dim % model.heads:
+        divisors = [h for h in range(1, min(model.dim, 64) + 1) if model.dim % h == 0]
+        raise ConfigError(f"{source}: model.dim={model.dim} is not divisible by model.heads={model.heads} "
+                          f"(multi-head attention splits dim across heads); heads that fit: {divisors}")
+    if data.resize < data.input_size:
+        raise ConfigError(f"{source}: data.resize_size={data.resize} is smaller than data.input_size={data.input_size} "
+                          f"(the crop is taken from the resized image); use resize_size >= input_size or null")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -12,6 +12,7 @@ from typing import Callable
 from clile_core.config import ConfigError, RunConfig, load_run_config
 from clile_core.data.fold_data import resolve_manifest
 from clile_core.data.manifest import ManifestError, au_columns, manifest_hash, read_manifest
+from orchestrator.preflight import at_least, check_address, check_splits, check_tracking
 from orchestrator.store import ArtifactStore
 from orchestrator.sweep import SweepOptions, SweepOutcome, describe, execute, sweep_key
 from orchestrator.tracking import SweepTracker, default_tracking_uri
@@ -30,9 +31,9 @@ def common_parser(prog: str, description: str, default_experiment: str) -> argpa
     parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite:///<cwd>/mlflow.db)")
     parser.add_argument("--store", default="clile_store", help="artifact store directory (shared by all nodes)")
     parser.add_argument("--address", default=None, help="Ray cluster address (auto or HOST:PORT); default: local")
-    parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: one per CPU)")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.25, help="GPU fraction for stage I/II trials")
-    parser.add_argument("--retries", type=int, default=1, help="retries of a failing unit before it is reported failed")
+    parser.add_argument("--max-concurrent", type=at_least(1), default=None, help="trials at once (default: one per CPU)")
+    parser.add_argument("--gpus-per-trial", type=at_least(0.0, float), default=0.25, help="GPU fraction for stage I/II trials")
+    parser.add_argument("--retries", type=at_least(0), default=1, help="retries of a failing unit before it is reported failed")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (units, cached or not) and exit")
     return parser
 
@@ -57,11 +58,18 @@ def prepare(args: argparse.Namespace) -> Context:
         overrides.append(f"data.images={Path(args.images).resolve()}")
     cfg = load_run_config(args.dataset, args.config, overrides)
     store = ArtifactStore(args.store)
+    store.check_writable()
     data = dataclasses.replace(cfg.data, synthetic_root=str(Path(cfg.data.synthetic_root).resolve()))
     cfg = dataclasses.replace(cfg, data=data,
                               features=dataclasses.replace(cfg.features, cache_dir=str(store.features_dir)))
     manifest = read_manifest(resolve_manifest(cfg.data)[0])
-    return Context(args, cfg, store, manifest_hash(manifest), au_columns(manifest), args.tracking_uri or default_tracking_uri())
+    check_splits(manifest, cfg.data, args.folds)
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    if not args.dry_run:
+        check_tracking(tracking_uri)
+        if args.address:
+            check_address(args.address)
+    return Context(args, cfg, store, manifest_hash(manifest), au_columns(manifest), tracking_uri)
 
 
 def run_command(

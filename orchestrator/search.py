@@ -17,6 +17,7 @@ from clile_core.config import RunConfig, merge, to_dict
 from clile_core.variants import get_variant
 from orchestrator.cli import Context, run_command
 from orchestrator.execute import run_unit
+from orchestrator.preflight import at_least
 from orchestrator.report import print_table
 from orchestrator.resources import init_ray, plan_resources
 from orchestrator.search_space import SEARCH_FILE, apply_sample, describe_sample, load_search_space
@@ -92,7 +93,7 @@ class _TrialTracking(tune.Callback):
 
 def _extend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space-file", default=str(SEARCH_FILE), help="YAML search space")
-    parser.add_argument("--num-samples", type=int, help="trials (default: the space file's num_samples)")
+    parser.add_argument("--num-samples", type=at_least(1), help="trials (default: the space file's num_samples)")
 
 
 def build_plan(ctx: Context) -> Plan:

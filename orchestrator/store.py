@@ -23,11 +23,27 @@ UNIT_RECORD = "unit.json"
 OWNER = ".owner.json"
 
 
+class StoreError(ValueError):
+    """The store cannot be used (not creatable, not writable); the message says which path and what to do."""
+
+
 class ArtifactStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
-        (self.root / "units").mkdir(parents=True, exist_ok=True)
-        (self.root / "specs").mkdir(parents=True, exist_ok=True)
+        try:
+            (self.root / "units").mkdir(parents=True, exist_ok=True)
+            (self.root / "specs").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"--store {self.root}: cannot create it ({exc}); pass --store <writable folder>") from None
+
+    def check_writable(self) -> None:
+        """Write and remove a probe file: a read-only store must fail before anything trains, not after."""
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.root / "units")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise StoreError(f"--store {self.root}: cannot write there ({exc}); pass --store <writable folder>") from None
 
     @property
     def features_dir(self) -> Path:
