@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from filelock import FileLock
 
 from clile_core.config import ConfigError, RunConfig, load_run_config
 from clile_core.data.fold_data import resolve_manifest
@@ -29,7 +33,8 @@ def common_parser(prog: str, description: str, default_experiment: str) -> argpa
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--experiment", default=default_experiment, help="MLflow experiment name")
     parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite:///<cwd>/mlflow.db)")
-    parser.add_argument("--store", default="clile_store", help="artifact store directory (shared by all nodes)")
+    parser.add_argument("--store", default="clile_store",
+                        help="artifact store: a directory (shared by all nodes) or object storage, s3://bucket/prefix")
     parser.add_argument("--address", default=None, help="Ray cluster address (auto or HOST:PORT); default: local")
     parser.add_argument("--max-concurrent", type=at_least(1), default=None, help="trials at once (default: one per CPU)")
     parser.add_argument("--gpus-per-trial", type=at_least(0.0, float), default=0.25, help="GPU fraction for stage I/II trials")
@@ -87,23 +92,40 @@ def run_command(
     except (ConfigError, ManifestError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"[{plan.command}] store {ctx.store.root} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'", file=sys.stderr)
+    print(f"[{plan.command}] store {ctx.store.location} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'", file=sys.stderr)
     if args.dry_run:
         print(describe(plan, ctx.store))
         return 0
-    tracker = SweepTracker(ctx.tracking_uri, args.experiment, plan.command, args.dataset, sweep_key(plan),
-                           {"command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
-                            "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
+    # Under a lock: a fresh SQLite DB is migrated once, and two sweeps never both take over one orphan parent.
+    with tracking_lock(ctx.tracking_uri):
+        tracker = SweepTracker(ctx.tracking_uri, args.experiment, plan.command, args.dataset, sweep_key(plan),
+                               {"command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
+                                "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
     if tracker.resumed:
         print(f"[{plan.command}] resuming unfinished parent run {tracker.parent_id}", file=sys.stderr)
     options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries)
+    # Ray Tune would catch Ctrl-C and end the sweep "normally" (parent FINISHED, units FAILED): let it
+    # interrupt the driver instead, so the runs end KILLED and a rerun resumes them.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     error: BaseException | None = None
     try:
         outcome = execute(plan, ctx.store, tracker, options)
         report(ctx, plan, tracker, outcome)
     except BaseException as exc:  # KeyboardInterrupt included: the runs must not stay RUNNING
         error = exc
-        raise
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
     finally:
         tracker.close(SweepTracker.status_for(error))
+    if isinstance(error, KeyboardInterrupt):
+        print(f"[{plan.command}] interrupted: parent run {tracker.parent_id} KILLED; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
     return 0 if not outcome.failed and not outcome.skipped else 1
+
+
+def tracking_lock(uri: str) -> FileLock | contextlib.nullcontext:
+    """A lock file beside an SQLite tracking DB; a tracking server serialises its own writes."""
+    if uri.startswith("sqlite:///"):
+        return FileLock(uri.removeprefix("sqlite:///") + ".lock")
+    return contextlib.nullcontext()

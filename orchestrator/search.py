@@ -161,7 +161,7 @@ def _search(ctx: Context, plan: Plan, tracker: SweepTracker, store: ArtifactStor
         sampler = optuna.samplers.TPESampler(seed=space.seed + len(study.trials))
         tuner = tune.Tuner(
             tune.with_resources(search_trainable, resources.as_ray()),
-            param_space={**space.tune_space(), "store": str(store.root), "base": json.dumps(to_dict(ctx.cfg)),
+            param_space={**space.tune_space(), "store": store.location, "base": json.dumps(to_dict(ctx.cfg)),
                          "folds": json.dumps(ctx.args.folds), "manifest_hash": ctx.manifest_hash, "threads": int(resources.cpu)},
             tune_config=tune.TuneConfig(
                 search_alg=OptunaSearch(metric=METRIC, mode="max", sampler=sampler, study_name=name,
