@@ -152,6 +152,16 @@ def _check_value(cls: type, key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: {value!r} is out of range; allowed [{bounds[0]}, {bounds[1]}]")
 
 
+def yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads 1e-3 (no dot) as a string: the float such a string spells, else ``value`` unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     """Check a YAML scalar against a field's annotation; ints are accepted where floats are expected."""
     options = typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
@@ -166,12 +176,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if option is float and str not in options and isinstance(value, str):
-            # YAML 1.1 reads 1e-3 (no dot) as a string; a float field takes what float() parses
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        if option is float and str not in options and isinstance(yaml_number(value), float):
+            return yaml_number(value)
         if option is str and isinstance(value, str):
             return value
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))

@@ -293,3 +293,14 @@ def test_a_truncated_image_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(ValueError, match=rf"image {path} listed in the manifest cannot be read as an image"):
         read_image(path, "listed in the manifest")
+
+
+def test_search_space_bounds_accept_exponent_numbers(tmp_path):
+    from orchestrator.search_space import load_search_space
+
+    path = tmp_path / "space.yaml"
+    path.write_text("space:\n  lr_scale: {type: loguniform, low: 1e-1, high: 3}\n")
+    assert load_search_space(path).space["lr_scale"].low == pytest.approx(0.1)
+    path.write_text("space:\n  lr_scale: {type: loguniform, low: small, high: 3}\n")
+    with pytest.raises(ConfigError, match="needs numbers low < high, got low='small'"):
+        load_search_space(path)
