@@ -15,6 +15,7 @@ from filelock import FileLock
 
 from clile_core.config import ConfigError, RunConfig, load_run_config
 from clile_core.data.fold_data import resolve_manifest
+from clile_core.data.folds import FOLDS
 from clile_core.data.manifest import ManifestError, au_columns, manifest_hash, read_manifest
 from orchestrator.preflight import at_least, check_address, check_splits, check_tracking
 from orchestrator.store import ArtifactStore
@@ -68,7 +69,7 @@ def prepare(args: argparse.Namespace) -> Context:
     cfg = dataclasses.replace(cfg, data=data,
                               features=dataclasses.replace(cfg.features, cache_dir=str(store.features_dir)))
     manifest = read_manifest(resolve_manifest(cfg.data)[0])
-    check_splits(manifest, cfg.data, args.folds)
+    check_splits(manifest, cfg.data, args.folds or list(FOLDS))  # None: a command picks its folds later
     tracking_uri = args.tracking_uri or default_tracking_uri()
     if not args.dry_run:
         check_tracking(tracking_uri)

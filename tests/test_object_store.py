@@ -9,9 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from sweep_helpers import command
+from test_cluster import ray_cluster  # noqa: F401  (fixture)
 
 from clile_core.config import RunConfig
 from clile_core.variants import get_variant
@@ -167,3 +169,25 @@ def test_sweep_on_object_storage_is_reused_from_another_scratch_dir(s3, tmp_path
     assert second.returncode == 0, second.stderr[-3000:]
     assert "reused 3 unit(s), trained 0" in second.stderr
     assert "| CL-ILE |" in second.stdout and "| — |" not in second.stdout
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(not Path(sys.executable).with_name("ray").exists(), reason="no ray CLI beside the interpreter")
+def test_two_node_cluster_shares_only_the_bucket(s3, ray_cluster, tmp_path):
+    """Two Ray nodes on loopback, each with its own scratch directory: units trained on one node are
+    fetched from the bucket by the other; the driver has a third scratch directory."""
+    uri = s3("cluster")
+    env = {**ray_cluster.env, SCRATCH_ENV: str(tmp_path / "driver-scratch")}
+    proc = subprocess.run(command("ablate", "--address", ray_cluster.address, "--folds", "1", "2",
+                                  "--variants", "A0", "CL-ILE", "--store", uri),
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert "cluster: 2 CPU" in proc.stderr
+    in_bucket = {k.split("/")[0] for k in _keys(s3, "cluster/units") if k.endswith(f"/{UNIT_RECORD}")}
+    assert len(in_bucket) == 6
+    scratch = ray_cluster.temp_dirs["head"].parent
+    on_nodes = {node: {p.parent.name for p in (scratch / node).glob(f"*/units/*/{UNIT_RECORD}")}
+                for node in ("scratch-h", "scratch-w")}
+    assert all(on_nodes.values()), on_nodes  # both nodes trained (or fetched) units
+    assert set().union(*on_nodes.values()) <= in_bucket
+    assert "| — |" not in proc.stdout
