@@ -167,6 +167,16 @@ def _check_value(cls: type, key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: {value!r} is out of range; allowed [{bounds[0]}, {bounds[1]}]")
 
 
+def yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads 1e-3 (no dot) as a string: the float such a string spells, else ``value`` unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     """Check a YAML scalar against a field's annotation; ints are accepted where floats are expected."""
     options = typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
@@ -181,6 +191,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if option is float and str not in options and isinstance(yaml_number(value), float):
+            return yaml_number(value)
         if option is str and isinstance(value, str):
             return value
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
@@ -248,7 +260,20 @@ def load_run_config(dataset: str, config_file: str | None = None, overrides: lis
         cfg = merge(cfg, read_yaml(config_file), str(config_file))
     if overrides:
         cfg = merge(cfg, parse_overrides(overrides), "--set")
+    check_consistency(cfg, f"{preset}{' + ' + str(config_file) if config_file else ''}{' + --set' if overrides else ''}")
     return cfg
+
+
+def check_consistency(cfg: RunConfig, source: str) -> None:
+    """Constraints between fields, which single-field ranges cannot express; checked before anything trains."""
+    model, data = cfg.model, cfg.data
+    if model.dim % model.heads:
+        divisors = [h for h in range(1, min(model.dim, 64) + 1) if model.dim % h == 0]
+        raise ConfigError(f"{source}: model.dim={model.dim} is not divisible by model.heads={model.heads} "
+                          f"(multi-head attention splits dim across heads); heads that fit: {divisors}")
+    if data.resize < data.input_size:
+        raise ConfigError(f"{source}: data.resize_size={data.resize} is smaller than data.input_size={data.input_size} "
+                          f"(the crop is taken from the resized image); use resize_size >= input_size or null")
 
 
 def to_dict(cfg: Any) -> dict:

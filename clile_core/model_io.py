@@ -19,6 +19,7 @@ from clile_core.config import DataConfig, ModelConfig, merge
 from clile_core.data.digests import file_hash
 from clile_core.models.backbones import create_backbone, load_weights
 from clile_core.models.encoder import FeatureEncoder, Stage0Model, au_logits
+from clile_core.paths import inside_root
 
 MODEL_JSON = "model.json"
 WEIGHTS = "weights.pt"
@@ -65,14 +66,32 @@ class _CLILEPredictor(nn.Module):
         return au_logits(self.encoder(self.backbone(images)), self.au_embeddings)
 
 
-def load_model(model_dir: str | Path) -> LoadedModel:
-    model_dir = Path(model_dir)
+MODEL_KEYS = ("kind", "backbone_checkpoint", "backbone_hash", "model", "input_size", "resize", "au_names", "threshold")
+
+
+def _read_meta(model_dir: Path) -> dict:
     meta_file = model_dir / MODEL_JSON
-    if not meta_file.exists():
+    if not meta_file.is_file():
         raise FileNotFoundError(f"{model_dir} is not a saved model (no {MODEL_JSON}); pass a stage2/ or stage0/ directory")
-    meta = json.loads(meta_file.read_text())
-    ckpt = (model_dir / meta["backbone_checkpoint"]).resolve()
-    if not ckpt.exists():
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_file} is not valid JSON ({exc}); the model directory is damaged, retrain or restore it") from exc
+    missing = [k for k in MODEL_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(f"{meta_file} lacks key(s) {missing}; a model.json needs {list(MODEL_KEYS)} "
+                         f"(written by training), retrain or restore it")
+    return meta
+
+
+def load_model(model_dir: str | Path) -> LoadedModel:
+    model_dir = Path(model_dir).resolve()
+    meta = _read_meta(model_dir)
+    meta_file = model_dir / MODEL_JSON
+    # Stage II points to its fold's stage-0 sibling (../stage0/…): the root is the model's parent folder
+    ckpt = inside_root(model_dir.parent, meta["backbone_checkpoint"], f"{meta_file} backbone_checkpoint",
+                       start=model_dir.name)
+    if not ckpt.is_file():
         raise FileNotFoundError(f"{model_dir}: its backbone checkpoint {ckpt} is missing (moved without its stage0/?)")
     if file_hash(ckpt) != meta["backbone_hash"]:
         raise ValueError(f"{model_dir}: backbone checkpoint {ckpt} has changed since the model was trained")

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
 from tabulate import tabulate
 
-from clile_core.data.images import eval_transform
+from clile_core.data.images import eval_transform, read_image
 from clile_core.model_io import load_model
 
 
@@ -22,11 +21,7 @@ def predict(model_dir: str | Path, images: list[str | Path]) -> list[dict]:
     transform = eval_transform(model.data_cfg)
     records = []
     for path in images:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"image {path} does not exist")
-        with Image.open(path) as img:
-            tensor = transform(img.convert("RGB")).unsqueeze(0)
+        tensor = transform(read_image(path)).unsqueeze(0)
         probs = torch.sigmoid(model.net(tensor))[0].tolist()
         records.append({
             "image": str(path),

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from filelock import FileLock
+
 from clile_core.config import ConfigError, RunConfig, load_run_config
 from clile_core.data.fold_data import data_hash, resolve_manifest
+from clile_core.data.folds import FOLDS
 from clile_core.data.manifest import ManifestError, au_columns, read_manifest
+from orchestrator.preflight import at_least, check_address, check_splits, check_tracking
 from orchestrator.store import ArtifactStore
 from orchestrator.sweep import SweepOptions, SweepOutcome, describe, execute, sweep_key
 from orchestrator.tracking import SweepTracker, default_tracking_uri
@@ -30,11 +36,12 @@ def common_parser(prog: str, description: str, default_experiment: str) -> argpa
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--experiment", default=default_experiment, help="MLflow experiment name")
     parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default: sqlite:///<cwd>/mlflow.db)")
-    parser.add_argument("--store", default="clile_store", help="artifact store directory (shared by all nodes)")
+    parser.add_argument("--store", default="clile_store",
+                        help="artifact store: a directory (shared by all nodes) or object storage, s3://bucket/prefix")
     parser.add_argument("--address", default=None, help="Ray cluster address (auto or HOST:PORT); default: local")
-    parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: one per CPU)")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.25, help="GPU fraction for stage I/II trials")
-    parser.add_argument("--retries", type=int, default=1, help="retries of a failing unit before it is reported failed")
+    parser.add_argument("--max-concurrent", type=at_least(1), default=None, help="trials at once (default: one per CPU)")
+    parser.add_argument("--gpus-per-trial", type=at_least(0.0, float), default=0.25, help="GPU fraction for stage I/II trials")
+    parser.add_argument("--retries", type=at_least(0), default=1, help="retries of a failing unit before it is reported failed")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (units, cached or not) and exit")
     return parser
 
@@ -68,13 +75,20 @@ def prepare(args: argparse.Namespace) -> Context:
         overrides.append(f"data.images={Path(args.images).resolve()}")
     cfg = load_run_config(args.dataset, args.config, overrides)
     store = ArtifactStore(args.store)
+    store.check_writable()
     data = dataclasses.replace(cfg.data, synthetic_root=str(Path(cfg.data.synthetic_root).resolve()))
     cfg = dataclasses.replace(cfg, data=data,
                               features=dataclasses.replace(cfg.features, cache_dir=str(store.features_dir)))
     manifest_path, images_root = resolve_manifest(cfg.data)
     manifest = read_manifest(manifest_path)
+    check_splits(manifest, cfg.data, args.folds or list(FOLDS))  # None: a command picks its folds later
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    if not args.dry_run:
+        check_tracking(tracking_uri)
+        if args.address:
+            check_address(args.address)
     return Context(args, cfg, store, data_hash(manifest, images_root, cfg.features.cache_dir), au_columns(manifest),
-                   args.tracking_uri or default_tracking_uri())
+                   tracking_uri)
 
 
 def run_command(
@@ -92,24 +106,41 @@ def run_command(
     except (ConfigError, ManifestError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"[{plan.command}] store {ctx.store.root} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'", file=sys.stderr)
+    print(f"[{plan.command}] store {ctx.store.location} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'", file=sys.stderr)
     if args.dry_run:
         print(describe(plan, ctx.store))
         return 0
-    tracker = SweepTracker(ctx.tracking_uri, args.experiment, plan.command, args.dataset, sweep_key(plan),
-                           {"command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
-                            "seeds": " ".join(map(str, ctx.seeds)),
-                            "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
+    # Under a lock: a fresh SQLite DB is migrated once, and two sweeps never both take over one orphan parent.
+    with tracking_lock(ctx.tracking_uri):
+        tracker = SweepTracker(ctx.tracking_uri, args.experiment, plan.command, args.dataset, sweep_key(plan),
+                               {"command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
+                                "seeds": " ".join(map(str, ctx.seeds)),
+                                "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
     if tracker.resumed:
         print(f"[{plan.command}] resuming unfinished parent run {tracker.parent_id}", file=sys.stderr)
     options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries)
+    # Ray Tune would catch Ctrl-C and end the sweep "normally" (parent FINISHED, units FAILED): let it
+    # interrupt the driver instead, so the runs end KILLED and a rerun resumes them.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     error: BaseException | None = None
     try:
         outcome = execute(plan, ctx.store, tracker, options)
         report(ctx, plan, tracker, outcome)
     except BaseException as exc:  # KeyboardInterrupt included: the runs must not stay RUNNING
         error = exc
-        raise
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
     finally:
         tracker.close(SweepTracker.status_for(error))
+    if isinstance(error, KeyboardInterrupt):
+        print(f"[{plan.command}] interrupted: parent run {tracker.parent_id} KILLED; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
     return 0 if not outcome.failed and not outcome.skipped else 1
+
+
+def tracking_lock(uri: str) -> FileLock | contextlib.nullcontext:
+    """A lock file beside an SQLite tracking DB; a tracking server serialises its own writes."""
+    if uri.startswith("sqlite:///"):
+        return FileLock(uri.removeprefix("sqlite:///") + ".lock")
+    return contextlib.nullcontext()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import torch
 
 from clile_core.atomic import write_text
 from clile_core.data.fold_data import load_fold_data
+from clile_core.features import cache_key, file_hash
 from clile_core.pipeline import stage0_features
 from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
 from clile_core.training.stage1 import train_stage1
@@ -22,6 +24,7 @@ from orchestrator.store import UNIT_RECORD, ArtifactStore
 from orchestrator.units import Unit
 
 Report = Callable[[dict[str, Any]], None]
+REUSED = "reused"  # final report key: the unit was completed by another sweep while this trial waited
 FAIL_ENV = "CLILE_FAIL_UNITS"  # unit-key prefixes or table rows (e.g. A1) whose unit fails on purpose (fault-injection tests)
 
 
@@ -34,12 +37,21 @@ def _inject_failure(unit: Unit) -> None:
 def run_unit(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
     """Train ``unit`` (its upstream units must be complete) and return its ``unit.json`` record.
 
-    ``report`` receives each epoch's metrics (and the final ones) as they come.
+    ``report`` receives each epoch's metrics (and the final ones) as they come; a unit that another
+    sweep trained meanwhile (we waited for its lock) reports ``reused`` instead and is not trained again.
     """
-    if store.is_complete(unit.key):
-        return store.record(unit.key)
+    with store.unit_lock(unit.key):
+        if store.is_complete(unit.key):
+            report({"done": 1, REUSED: 1})
+            return store.record(unit.key)
+        return _train(store, unit, report)
+
+
+def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
     _inject_failure(unit)
     cfg = unit.run_config()
+    # this node's feature cache: with object storage the driver's path may not exist here
+    cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, cache_dir=str(store.features_dir)))
     data = load_fold_data(cfg.data, unit.fold, cfg.features.cache_dir)
     start = time.time()
 
@@ -51,9 +63,11 @@ def run_unit(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]
             result = train_stage0(cfg, data, workdir, on_epoch)
             # Features are part of the stage-0 unit so the stage I/II units of a fold, which may run
             # concurrently, all find them cached instead of racing to compute them.
-            stage0_features(cfg, data, workdir)
+            store.publish_features(stage0_features(cfg, data, workdir).key)
         else:
             stage0_dir = store.unit_dir(unit.upstream["stage0"])
+            if store.remote:
+                store.fetch_features(cache_key(file_hash(stage0_dir / BACKBONE_FILE), data.manifest_hash, cfg))
             features = stage0_features(cfg, data, stage0_dir)
             if unit.stage == "stage1":
                 result = train_stage1(cfg, data, features, workdir, on_epoch)

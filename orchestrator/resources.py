@@ -20,6 +20,11 @@ def init_ray(address: str | None) -> dict[str, float]:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
+        # Our own single-node Ray must not listen on the network (its ports take jobs from anyone who
+        # reaches them); Ray binds to loopback only when it believes clusters are unsupported here.
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
     return ray.cluster_resources()
 

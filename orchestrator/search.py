@@ -5,10 +5,15 @@ point is then evaluated once on the test folds beside the paper's defaults."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+import optuna
+from filelock import FileLock
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -17,11 +22,12 @@ from clile_core.config import RunConfig, merge, to_dict
 from clile_core.variants import get_variant
 from orchestrator.cli import Context, run_command
 from orchestrator.execute import run_unit
+from orchestrator.preflight import at_least
 from orchestrator.report import print_table
 from orchestrator.resources import init_ray, plan_resources
 from orchestrator.search_space import SEARCH_FILE, apply_sample, describe_sample, load_search_space
 from orchestrator.store import ArtifactStore
-from orchestrator.sweep import SweepOptions, execute
+from orchestrator.sweep import SweepOptions, execute, sweep_key
 from orchestrator.tracking import SweepTracker
 from orchestrator.units import Plan, add_variant_fold
 
@@ -93,7 +99,7 @@ class _TrialTracking(tune.Callback):
 
 def _extend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space-file", default=str(SEARCH_FILE), help="YAML search space")
-    parser.add_argument("--num-samples", type=int, help="trials (default: the space file's num_samples)")
+    parser.add_argument("--num-samples", type=at_least(1), help="trials (default: the space file's num_samples)")
 
 
 def build_plan(ctx: Context) -> Plan:
@@ -106,36 +112,88 @@ def build_plan(ctx: Context) -> Plan:
     return plan
 
 
-def _search(ctx: Context, tracker: SweepTracker, store: ArtifactStore) -> tuple[dict[str, Any], float] | None:
+STUDY_FILE = "optuna.db"
+
+
+def study_storage(tracking_uri: str) -> str:
+    """The Optuna study's SQLite file: beside an SQLite tracking store, else in the working directory."""
+    folder = Path(tracking_uri.removeprefix("sqlite:///")).parent if tracking_uri.startswith("sqlite:///") else Path.cwd()
+    return f"sqlite:///{(folder / STUDY_FILE).resolve()}"
+
+
+def study_name(ctx: Context, plan: Plan) -> str:
+    """One study per sweep: the same command, data, config, folds and space continue the same study."""
+    payload = json.dumps([sweep_key(plan), to_dict(ctx.cfg), Path(ctx.args.space_file).read_text()], sort_keys=True)
+    return f"search-{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+
+
+def open_study(url: str, name: str) -> tuple[optuna.Study, int]:
+    """Load (or create) the study; trials left RUNNING by a killed driver become FAIL and their points are
+    queued again, so they are evaluated once. Returns the study and how many trials have ended."""
+    with FileLock(url.removeprefix("sqlite:///") + ".lock"):  # two drivers never create the schema at once
+        storage = optuna.storages.RDBStorage(url)
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
+    ended = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return study, ended
+
+
+def best_trial(study: optuna.Study, covers_all_folds) -> optuna.trial.FrozenTrial | None:
+    """The best trial whose point was trained on every fold (ASHA stops the others early, and Optuna then
+    holds a partial mean for them)."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.value is not None and covers_all_folds(t.params)]
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
+def _search(ctx: Context, plan: Plan, tracker: SweepTracker, store: ArtifactStore) -> tuple[dict[str, Any], float] | None:
     space = load_search_space(ctx.args.space_file)
     num_samples = ctx.args.num_samples or space.num_samples
-    cluster = init_ray(ctx.args.address)
-    resources = plan_resources(cluster, "stage2", ctx.args.gpus_per_trial, ctx.args.max_concurrent)
-    tuner = tune.Tuner(
-        tune.with_resources(search_trainable, resources.as_ray()),
-        param_space={**space.tune_space(), "store": str(store.root), "base": json.dumps(to_dict(ctx.cfg)),
-                     "folds": json.dumps(ctx.args.folds), "seeds": json.dumps(ctx.seeds), "manifest_hash": ctx.manifest_hash, "threads": int(resources.cpu)},
-        tune_config=tune.TuneConfig(
-            search_alg=OptunaSearch(metric=METRIC, mode="max", seed=space.seed), num_samples=num_samples,
-            scheduler=ASHAScheduler(time_attr="folds_done", metric=METRIC, mode="max", max_t=len(ctx.args.folds),
-                                    grace_period=space.grace_period, reduction_factor=space.reduction_factor),
-            max_concurrent_trials=resources.max_concurrent,
-        ),
-        run_config=tune.RunConfig(name="search", storage_path=str(store.root / "ray_results"), verbose=0,
-                                  callbacks=[_TrialTracking(tracker, store, ctx, list(space.space))],
-                                  failure_config=tune.FailureConfig(max_failures=ctx.args.retries)),
-    )
-    results = tuner.fit()
-    complete = [r for r in results if r.metrics and r.metrics.get("folds_done") == len(ctx.args.folds)]
-    if not complete:
+    url, name = study_storage(ctx.tracking_uri), study_name(ctx, plan)
+    study, ended = open_study(url, name)
+    remaining = num_samples - ended
+    print(f"[search] study '{name}' in {url}: {ended} trial(s) already ended, {max(remaining, 0)} to run",
+          file=sys.stderr)
+    if remaining > 0:
+        cluster = init_ray(ctx.args.address)
+        resources = plan_resources(cluster, "stage2", ctx.args.gpus_per_trial, ctx.args.max_concurrent)
+        # Seeded by how many trials the study holds: a resumed search must not re-draw its first points.
+        sampler = optuna.samplers.TPESampler(seed=space.seed + len(study.trials))
+        tuner = tune.Tuner(
+            tune.with_resources(search_trainable, resources.as_ray()),
+            param_space={**space.tune_space(), "store": store.location, "base": json.dumps(to_dict(ctx.cfg)),
+                         "folds": json.dumps(ctx.args.folds), "seeds": json.dumps(ctx.seeds),
+                         "manifest_hash": ctx.manifest_hash, "threads": int(resources.cpu)},
+            tune_config=tune.TuneConfig(
+                search_alg=OptunaSearch(metric=METRIC, mode="max", sampler=sampler, study_name=name,
+                                        storage=optuna.storages.RDBStorage(url)),
+                num_samples=remaining,
+                scheduler=ASHAScheduler(time_attr="folds_done", metric=METRIC, mode="max", max_t=len(ctx.args.folds),
+                                        grace_period=space.grace_period, reduction_factor=space.reduction_factor),
+                max_concurrent_trials=resources.max_concurrent,
+            ),
+            run_config=tune.RunConfig(name="search", storage_path=str(store.root / "ray_results"), verbose=0,
+                                      callbacks=[_TrialTracking(tracker, store, ctx, list(space.space))],
+                                      failure_config=tune.FailureConfig(max_failures=ctx.args.retries)),
+        )
+        tuner.fit()
+
+    def covers_all_folds(params: dict[str, Any]) -> bool:
+        cfg = apply_sample(ctx.cfg, params)
+        return all(store.is_complete(_fold_units(cfg, fold, seed, ctx.manifest_hash).cells[("CL-ILE", fold, seed)])
+                   for fold in ctx.args.folds for seed in ctx.seeds)
+
+    best = best_trial(study, covers_all_folds)
+    if best is None:
         return None
-    best = max(complete, key=lambda r: r.metrics[METRIC])
-    return {k: best.config[k] for k in space.space}, best.metrics[METRIC]
+    return {k: best.params[k] for k in space.space}, best.value
 
 
 def report(ctx: Context, plan: Plan, tracker: SweepTracker, outcome) -> None:
     store = ctx.store
-    found = _search(ctx, tracker, store)
+    found = _search(ctx, plan, tracker, store)
     if found is None:
         print("no trial completed every fold: nothing to evaluate", file=sys.stderr)
         return

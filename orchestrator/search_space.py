@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clile_core.config import SEARCH_SPACES, ConfigError, RunConfig, merge, read_yaml
+from clile_core.config import SEARCH_SPACES, ConfigError, RunConfig, merge, read_yaml, yaml_number
 
 SEARCH_FILE = SEARCH_SPACES / "search.yaml"
 LR_SCALE = "lr_scale"
@@ -53,7 +53,7 @@ def load_search_space(path: str | Path = SEARCH_FILE) -> SearchSpace:
             raise ConfigError(f"{where} needs exactly type, low, high")
         if spec["type"] not in ("uniform", "loguniform"):
             raise ConfigError(f"{where}: type {spec['type']!r} is not allowed; choose uniform or loguniform")
-        low, high = spec["low"], spec["high"]
+        low, high = (yaml_number(spec[k]) for k in ("low", "high"))
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
             raise ConfigError(f"{where}: needs numbers low < high, got low={low!r} high={high!r}")
         if spec["type"] == "loguniform" and low <= 0:

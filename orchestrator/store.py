@@ -1,11 +1,17 @@
-"""The artifact store: a directory (shared by every node on a cluster) holding one folder per completed unit.
+"""The artifact store: one folder per completed unit, in a local directory or in object storage.
 
 ``units/<key>/`` exists only once its unit completed: a unit trains in ``units/.tmp-<key>-…`` and is
 renamed into place at the end, so a crash or ``kill -9`` never leaves a unit that looks complete.
+
+With a URI (``s3://bucket/prefix``, ``gs://…``) the store lives in object storage, which needs no disk
+shared between nodes: each node works in a local scratch directory (``$CLILE_SCRATCH``, default
+``~/.cache/clile/scratch/<hash of the URI>``), uploads a finished unit whole with its ``unit.json`` (the
+"complete" marker) last, and fetches a unit or a fold's feature cache once, when it first needs it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,48 +22,189 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from filelock import FileLock
+
 from clile_core.atomic import write_text
 from orchestrator.units import Unit
 
 UNIT_RECORD = "unit.json"
 OWNER = ".owner.json"
+FEATURES_MARKER = "meta.json"  # written last by the feature cache, so uploaded last too
+SCRATCH_ENV = "CLILE_SCRATCH"
+CHUNK = 8 << 20
+
+
+def is_uri(location: str) -> bool:
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+class RemoteFiles:
+    """Object storage through pyarrow's filesystem layer (S3, GCS, …): whole objects, no rename, so
+    completeness is a marker object written after everything else."""
+
+    def __init__(self, uri: str):
+        from pyarrow import fs
+
+        self._fs_module = fs
+        try:
+            self.fs, self.base = fs.FileSystem.from_uri(uri)
+        except (ValueError, OSError) as exc:
+            raise StoreError(f"--store {uri}: not a usable storage URI ({exc}); e.g. s3://bucket/prefix "
+                             f"(endpoint and scheme as ?endpoint_override=host:port&scheme=http)") from None
+        self.base = self.base.rstrip("/")
+
+    def _path(self, rel: str) -> str:
+        return f"{self.base}/{rel}"
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self._path(rel)).type != self._fs_module.FileType.NotFound
+
+    def read_text(self, rel: str) -> str | None:
+        if not self.exists(rel):
+            return None
+        with self.fs.open_input_stream(self._path(rel)) as stream:
+            return stream.read().decode()
+
+    def write_text(self, rel: str, text: str) -> None:
+        with self.fs.open_output_stream(self._path(rel)) as stream:
+            stream.write(text.encode())
+
+    def delete(self, rel: str) -> None:
+        self.fs.delete_file(self._path(rel))
+
+    def upload_dir(self, local: Path, rel: str, last: str) -> None:
+        """Every file under ``local``, the marker ``last`` after all others."""
+        files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != OWNER)
+        for path in sorted(files, key=lambda p: p.relative_to(local).as_posix() == last):
+            with open(path, "rb") as src, self.fs.open_output_stream(self._path(f"{rel}/{path.relative_to(local).as_posix()}")) as dst:
+                shutil.copyfileobj(src, dst, CHUNK)
+
+    def download_dir(self, rel: str, local: Path) -> None:
+        """Copy ``rel`` into a fresh folder beside ``local``, renamed onto it when whole."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".fetch-{local.name}-", dir=local.parent))
+        try:
+            selector = self._fs_module.FileSelector(self._path(rel), recursive=True)
+            for info in self.fs.get_file_info(selector):
+                if info.type != self._fs_module.FileType.File:
+                    continue
+                target = tmp / info.path[len(self._path(rel)) + 1:]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with self.fs.open_input_stream(info.path) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+            if not local.exists():  # another trial on this node may have fetched it meanwhile
+                os.replace(tmp, local)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_scratch(uri: str) -> Path:
+    base = Path(os.environ.get(SCRATCH_ENV) or Path.home() / ".cache" / "clile" / "scratch")
+    return base / hashlib.sha256(uri.encode()).hexdigest()[:12]
+
+
+class StoreError(ValueError):
+    """The store cannot be used (not creatable, not writable); the message says which path and what to do."""
 
 
 class ArtifactStore:
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
-        (self.root / "units").mkdir(parents=True, exist_ok=True)
-        (self.root / "specs").mkdir(parents=True, exist_ok=True)
+    def __init__(self, location: str | os.PathLike):
+        self.remote = RemoteFiles(str(location)) if is_uri(str(location)) else None
+        self.root = default_scratch(str(location)).resolve() if self.remote else Path(location).resolve()
+        self.location = str(location) if self.remote else str(self.root)  # what trials on any node open
+        try:
+            (self.root / "units").mkdir(parents=True, exist_ok=True)
+            (self.root / "specs").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            where = f"scratch directory {self.root} (set ${SCRATCH_ENV})" if self.remote else "it"
+            raise StoreError(f"--store {self.location}: cannot create {where} ({exc}); pass --store <writable folder>") from None
+
+    def check_writable(self) -> None:
+        """Write and remove a probe file: a read-only store must fail before anything trains, not after."""
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.root / "units")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise StoreError(f"--store {self.root}: cannot write there ({exc}); pass --store <writable folder>") from None
+        if self.remote:
+            name = f"probes/{socket.gethostname()}-{os.getpid()}"
+            try:
+                self.remote.write_text(name, "probe")
+                self.remote.delete(name)
+            except OSError as exc:
+                raise StoreError(f"--store {self.location}: cannot write there ({exc}); check the bucket, "
+                                 f"its credentials (AWS_ACCESS_KEY_ID, …) and the endpoint") from None
 
     @property
     def features_dir(self) -> Path:
         return self.root / "features"
 
-    def unit_dir(self, key: str) -> Path:
+    def _local(self, key: str) -> Path:
         return self.root / "units" / key
 
+    def unit_dir(self, key: str) -> Path:
+        """The unit's local folder; from object storage it is fetched (once per node) on first use."""
+        local = self._local(key)
+        if self.remote and not (local / UNIT_RECORD).exists() and self.remote.exists(f"units/{key}/{UNIT_RECORD}"):
+            self.remote.download_dir(f"units/{key}", local)
+        return local
+
     def is_complete(self, key: str) -> bool:
-        return (self.unit_dir(key) / UNIT_RECORD).exists()
+        if (self._local(key) / UNIT_RECORD).exists():
+            return True
+        return bool(self.remote) and self.remote.exists(f"units/{key}/{UNIT_RECORD}")
 
     def record(self, key: str) -> dict[str, Any]:
         return json.loads((self.unit_dir(key) / UNIT_RECORD).read_text())
 
+    def _write(self, rel: str, text: str) -> None:
+        write_text(self.root / rel, text)
+        if self.remote:
+            self.remote.write_text(rel, text)
+
+    def _read(self, rel: str) -> str | None:
+        path = self.root / rel
+        if path.exists():
+            return path.read_text()
+        return self.remote.read_text(rel) if self.remote else None
+
     def save_spec(self, unit: Unit) -> None:
-        write_text(self.root / "specs" / f"{unit.key}.json", json.dumps(unit.to_json(), indent=1))
+        self._write(f"specs/{unit.key}.json", json.dumps(unit.to_json(), indent=1))
 
     def load_spec(self, key: str) -> Unit:
-        path = self.root / "specs" / f"{key}.json"
-        if not path.exists():
-            raise FileNotFoundError(f"no spec for unit {key} in {self.root}: is the store shared with this node?")
-        return Unit.from_json(json.loads(path.read_text()))
+        text = self._read(f"specs/{key}.json")
+        if text is None:
+            raise FileNotFoundError(f"no spec for unit {key} in {self.location}: is the store shared with this node? "
+                                    f"(use object storage, --store s3://bucket/prefix, when nodes share no disk)")
+        return Unit.from_json(json.loads(text))
 
     def set_run_id(self, key: str, run_id: str) -> None:
         """Remember which MLflow run trained a unit, so later reuses can point back to it."""
-        write_text(self.root / "runs" / f"{key}.txt", run_id)
+        self._write(f"runs/{key}.txt", run_id)
 
     def trained_run_id(self, key: str) -> str | None:
-        path = self.root / "runs" / f"{key}.txt"
-        return path.read_text().strip() if path.exists() else None
+        text = self._read(f"runs/{key}.txt")
+        return text.strip() if text is not None else None
+
+    def fetch_features(self, key: str) -> None:
+        """Bring a feature cache entry from object storage into this node's cache, once."""
+        local = self.features_dir / key
+        if self.remote and not (local / FEATURES_MARKER).exists() and self.remote.exists(f"features/{key}/{FEATURES_MARKER}"):
+            self.remote.download_dir(f"features/{key}", local)
+
+    def publish_features(self, key: str) -> None:
+        """Upload a feature cache entry computed here, so other nodes fetch instead of recomputing it."""
+        if self.remote and not self.remote.exists(f"features/{key}/{FEATURES_MARKER}"):
+            self.remote.upload_dir(self.features_dir / key, f"features/{key}", last=FEATURES_MARKER)
+
+    @contextmanager
+    def unit_lock(self, key: str) -> Iterator[None]:
+        """Held while a unit trains: a second sweep asking for the same unit waits here, then finds it
+        complete and reuses it. The OS drops the lock when its holder dies, so kill -9 cannot wedge it."""
+        (self.root / "locks").mkdir(exist_ok=True)
+        with FileLock(self.root / "locks" / f"{key}.lock"):
+            yield
 
     @contextmanager
     def workspace(self, unit: Unit) -> Iterator[Path]:
@@ -66,9 +213,11 @@ class ArtifactStore:
         (tmp / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         try:
             yield tmp
-            final = self.unit_dir(unit.key)
+            final = self._local(unit.key)
             if final.exists():  # a concurrent duplicate finished first: its result is as good as ours
                 return
+            if self.remote:  # whole unit, marker last: a reader on another node never sees half of it
+                self.remote.upload_dir(tmp, f"units/{unit.key}", last=UNIT_RECORD)
             os.replace(tmp, final)
         finally:
             if tmp.exists():

@@ -13,7 +13,7 @@ from typing import Any
 from ray import tune
 
 from clile_core.models.backbones import parameter_count
-from orchestrator.execute import tune_trainable
+from orchestrator.execute import REUSED, tune_trainable
 from orchestrator.resources import explain, init_ray, plan_resources, warn
 from orchestrator.store import ArtifactStore
 from orchestrator.tracking import SweepTracker
@@ -81,8 +81,13 @@ class _TrackingCallback(tune.Callback):
         key = trial.config["unit"]
         if not self.store.is_complete(key):
             return
-        self.tracker.finish_unit(key, self.store.record(key), self.store.unit_dir(key), replay_history=False)
-        self.store.set_run_id(key, self.tracker.children[key])
+        reused = bool((trial.last_result or {}).get(REUSED))  # trained by a concurrent sweep meanwhile
+        if reused:
+            self.tracker.client.set_tag(self.tracker.children[key], "reused_from", self.store.trained_run_id(key) or "concurrent sweep")
+        self.tracker.finish_unit(key, self.store.record(key), None if reused else self.store.unit_dir(key),
+                                 replay_history=reused)
+        if not reused:
+            self.store.set_run_id(key, self.tracker.children[key])
         self.outcome.completed.add(key)
         print(f"[sweep] done   {self.units[key].name()}", file=sys.stderr)
 
@@ -124,7 +129,7 @@ def _run_level(stage: str, units: list[Unit], store: ArtifactStore, tracker: Swe
     callback = _TrackingCallback(tracker, store, {u.key: u for u in units}, options.dataset, outcome)
     tuner = tune.Tuner(
         tune.with_resources(tune_trainable, resources.as_ray()),
-        param_space={"store": str(store.root), "threads": int(resources.cpu),
+        param_space={"store": store.location, "threads": int(resources.cpu),
                      "unit": tune.grid_search([u.key for u in units])},
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(

@@ -17,9 +17,11 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 import clile_core
 from clile_core.config import flatten
+from orchestrator.liveness import is_gone, process_identity
 from orchestrator.units import Unit
 
 SWEEP_TAG = "sweep_key"
+DRIVER_TAG = "driver"  # host:pid:start-time of the command that owns a parent run
 # What a stage reports per epoch; Ray adds its own bookkeeping (pid, timestamp, …) that is not ours to log.
 EPOCH_METRIC_PREFIXES = ("train_", "val_", "lr", "epoch_seconds")
 UNIT_TAG = "unit_key"
@@ -70,19 +72,23 @@ class SweepTracker:
         self.parent_id, self.resumed = self._parent(command, dataset, sweep_key, params)
 
     def _parent(self, command: str, dataset: str, sweep_key: str, params: dict[str, Any]) -> tuple[str, bool]:
-        """Resume the unfinished parent of the same sweep (after Ctrl-C or kill -9), else start one."""
+        """Resume the unfinished parent of the same sweep whose driver is gone (after Ctrl-C or kill -9),
+        else start one: a parent whose driver still runs belongs to a concurrent sweep."""
         previous = self.client.search_runs(
             [self.experiment_id], f"tags.{SWEEP_TAG} = '{sweep_key}' and attributes.status != 'FINISHED'",
-            max_results=1, order_by=["attributes.start_time DESC"],
+            max_results=50, order_by=["attributes.start_time DESC"],
         )
-        if previous:
-            parent_id = previous[0].info.run_id
+        orphan = next((r for r in previous if is_gone(r.data.tags.get(DRIVER_TAG, ""))), None)
+        if orphan is not None:
+            parent_id = orphan.info.run_id
+            self.client.set_tag(parent_id, DRIVER_TAG, process_identity())
             self.client.update_run(parent_id, status="RUNNING")
             self._settle_children(parent_id)
             return parent_id, True
         name = f"{command} · {dataset} · {time.strftime('%Y-%m-%d %H:%M:%S')}"
         run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            SWEEP_TAG: sweep_key, "command": command, "dataset": dataset, "code_version": self.code_version})
+            SWEEP_TAG: sweep_key, "command": command, "dataset": dataset, "code_version": self.code_version,
+            DRIVER_TAG: process_identity()})
         self._log_params(run.info.run_id, params)
         return run.info.run_id, False
 

@@ -51,6 +51,7 @@ class Cluster:
     address: str
     env: dict[str, str]
     temp_dirs: dict[str, Path]  # "head"/"worker" -> that node's Ray temp dir (its sessions and worker logs)
+    # scratch dirs of the nodes ($CLILE_SCRATCH) are temp_dirs' parent / "scratch-h" and "scratch-w"
 
     def nodes(self, timeout: float = 60) -> list[dict]:
         """``ray.nodes()`` from a separate short driver (keeps Ray out of the pytest process)."""
@@ -122,11 +123,13 @@ def ray_cluster(tmp_path):
     cluster = Cluster(address, env, temp_dirs)
     procs: list[subprocess.Popen] = []
     try:
+        # Each node its own scratch directory: with an object-storage store they share only the bucket.
         procs.append(_start_node(["--head", f"--port={port}", "--include-dashboard=false",
-                                  f"--temp-dir={temp_dirs['head']}", *common], env, tmp_path / "ray-head.log"))
+                                  f"--temp-dir={temp_dirs['head']}", *common],
+                                 {**env, "CLILE_SCRATCH": str(root / "scratch-h")}, tmp_path / "ray-head.log"))
         cluster.wait_for_nodes(1)
         procs.append(_start_node([f"--address={address}", f"--temp-dir={temp_dirs['worker']}", *common],
-                                 env, tmp_path / "ray-worker.log"))
+                                 {**env, "CLILE_SCRATCH": str(root / "scratch-w")}, tmp_path / "ray-worker.log"))
         cluster.wait_for_nodes(2)
         yield cluster
     finally:

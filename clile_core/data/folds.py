@@ -35,6 +35,22 @@ def synthetic_parts(subjects: list[str]) -> list[list[str]]:
     return [ordered[i::3] for i in range(3)]
 
 
+def unlisted_subjects(dataset: str, subjects: list[str]) -> list[str]:
+    """Subjects of a standard dataset that no fold list names: they would be trained on in every fold
+    and tested in none."""
+    if dataset not in PARTS:
+        return []
+    listed = {s for part in PARTS[dataset] for s in part}
+    return sorted(set(subjects) - listed)
+
+
+def check_subjects(dataset: str, subjects: list[str], source: str, fix: str) -> None:
+    unlisted = unlisted_subjects(dataset, subjects)
+    if unlisted:
+        raise ValueError(f"{source}: subject(s) {unlisted} are in no fold of the {dataset} 3-fold protocol "
+                         f"(they would be trained on in every fold and tested in none); {fix}")
+
+
 def test_subjects(dataset: str, fold: int, subjects: list[str] | None = None) -> list[str]:
     """Fold k tests on part 4-k (fold 1 tests part 3, fold 2 part 2, fold 3 part 1)."""
     _check_fold(fold)
@@ -78,6 +94,8 @@ def split_fold(
     not leak between fitting and the seen-subject measurement.
     """
     subjects = manifest["subject"].astype(str)
+    check_subjects(dataset, subjects.unique().tolist(), f"fold {fold} of {dataset}",
+                   "remove their frames from the manifest (`python -m clile_core.data.prepare ... --drop-unlisted`)")
     test_subj = test_subjects(dataset, fold, subjects.unique().tolist())
     present_test = sorted(set(test_subj) & set(subjects))
     if not present_test:

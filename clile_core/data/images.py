@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2 as T
 
@@ -76,12 +76,22 @@ class FrameDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        path = self.paths[i]
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"image {path} listed in the manifest does not exist") from exc
         row = self.rows[i]
+        image = read_image(self.paths[i], "listed in the manifest")
         pixels = self.transform(image, int(row)) if isinstance(self.transform, ViewTransform) else self.transform(image)
         return pixels, self.labels[i], row
+
+
+def read_image(path: str | Path, origin: str = "") -> Image.Image:
+    """An RGB image, or one message naming the file: missing, a directory, not an image, or truncated."""
+    path = Path(path)
+    where = f"image {path}{' ' + origin if origin else ''}"
+    if not path.exists():
+        raise FileNotFoundError(f"{where} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{where} is not a file; pass image files")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:  # OSError: PIL's "image file is truncated"
+        raise ValueError(f"{where} cannot be read as an image ({exc}); replace or remove it") from exc

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from clile_core.atomic import atomic_path
+from clile_core.paths import inside_root
 
 AU_SETS: dict[str, list[int]] = {
     "bp4d": [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24],
@@ -44,6 +45,11 @@ def validate(df: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
             raise ManifestError(
                 f"{source}: column {col} row {row + 2} holds {df[col].iloc[row]!r}; allowed values are 1, 0, -1"
             )
+    for row, name in enumerate(df["image"].astype(str)):
+        try:
+            inside_root("<images root>", name, f"{source}: row {row + 2} column image")
+        except ValueError as exc:
+            raise ManifestError(f"{exc}; check --image-pattern") from None
     dup = df.duplicated(subset=["subject", "session", "frame"])
     if dup.any():
         row = int(dup.to_numpy().nonzero()[0][0])

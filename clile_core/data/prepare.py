@@ -10,7 +10,8 @@ from typing import Callable
 import pandas as pd
 
 from clile_core.data import align, bp4d, disfa
-from clile_core.data.manifest import ManifestError, au_columns, write_manifest
+from clile_core.data.folds import check_subjects, unlisted_subjects
+from clile_core.data.manifest import ManifestError, au_columns, validate, write_manifest
 
 IMPORTERS: dict[str, Callable[..., pd.DataFrame]] = {"bp4d": bp4d.read_labels, "disfa": disfa.read_labels}
 EXAMPLES = 5
@@ -23,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", required=True, type=Path, help="root the manifest's image paths are relative to")
     parser.add_argument("--out", required=True, type=Path, help="manifest to write (.csv or .parquet)")
     parser.add_argument("--image-pattern", help="image path per frame, e.g. '{subject}/{session}/{frame:04d}.jpg'")
+    parser.add_argument("--drop-unlisted", action="store_true",
+                        help="drop subjects that no fold list names instead of refusing")
     parser.add_argument("--allow-missing", action="store_true", help="drop frames whose image is missing instead of refusing")
     return parser
 
@@ -57,6 +60,16 @@ def _drop_unaligned(df: pd.DataFrame, images: Path) -> pd.DataFrame:
     return df.loc[~dropped].reset_index(drop=True)
 
 
+def _drop_unlisted(df: pd.DataFrame, dataset: str, drop: bool) -> pd.DataFrame:
+    unlisted = unlisted_subjects(dataset, df["subject"].astype(str).unique().tolist())
+    if not unlisted:
+        return df
+    if not drop:
+        check_subjects(dataset, unlisted, f"--labels {dataset}", "pass --drop-unlisted to leave them out of the manifest")
+    print(f"warning: dropping subject(s) {unlisted}: in no fold of the {dataset} protocol (--drop-unlisted)")
+    return df.loc[~df["subject"].isin(unlisted)].reset_index(drop=True)
+
+
 def summary(df: pd.DataFrame, dataset: str, out: Path) -> str:
     aus = au_columns(df)
     labels = df[aus]
@@ -72,7 +85,8 @@ def run(args: argparse.Namespace) -> None:
     if not args.images.is_dir():
         raise ManifestError(f"--images {args.images} is not a directory")
     pattern = {"image_pattern": args.image_pattern} if args.image_pattern else {}
-    df = IMPORTERS[args.dataset](args.labels, **pattern)
+    df = validate(IMPORTERS[args.dataset](args.labels, **pattern), "labels")  # image paths stay under --images
+    df = _drop_unlisted(df, args.dataset, args.drop_unlisted)
     df = _drop_missing(_drop_unaligned(df, args.images), args.images, args.allow_missing)
     write_manifest(df, args.out)
     print(summary(df, args.dataset, args.out))
@@ -82,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         run(args)
-    except (ManifestError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # ManifestError included
         # these are data/setup problems the user fixes from the message; a traceback only hides it
         print(f"error: {exc}", file=sys.stderr)
         return 2

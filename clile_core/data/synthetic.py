@@ -534,6 +534,10 @@ def sample_jitter(n_frames: int, rng: np.random.Generator) -> list[tuple[Pose, L
 # ----------------------------------------------------------------------------- dataset
 
 
+MARKER = ".clile-synthetic"  # written first by the generator: the folder is its to overwrite
+LOCK = ".lock"
+
+
 def _params(subjects: int, frames_per_subject: int, size: int, au_set: str, seed: int, sessions: int) -> dict:
     if subjects < 3:
         raise ValueError(f"subjects must be at least 3 (the 3-fold protocol), got {subjects}")
@@ -589,6 +593,7 @@ def generate(out_dir: str | Path, subjects: int = 18, frames_per_subject: int = 
     p = _params(subjects, frames_per_subject, size, au_set, seed, sessions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()  # before anything is deleted: a crashed generation stays ours to redo
     (out / "params.json").unlink(missing_ok=True)  # the completion marker goes first, so a crash is visible
     shutil.rmtree(out / "images", ignore_errors=True)
     progress = _Progress(subjects * frames_per_subject)
@@ -606,12 +611,23 @@ def generate(out_dir: str | Path, subjects: int = 18, frames_per_subject: int = 
 def _locked(out: Path) -> Iterator[None]:
     """Serialise concurrent ensure_dataset calls on one folder (parallel tests, trials on one host)."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as fh:
+    with open(out / LOCK, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _check_ours(out: Path) -> None:
+    """Refuse to overwrite a folder holding anything the generator did not write (the user's images)."""
+    if (out / MARKER).exists() or (out / "params.json").exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK) if out.is_dir() else []
+    if foreign:
+        raise ValueError(f"--out {out} is not empty ({', '.join(foreign[:5])}{', …' if len(foreign) > 5 else ''}) "
+                         f"and was not written by this generator; choose an empty or new folder, "
+                         f"or pass --force to replace its images/ and manifest.csv")
 
 
 def _is_complete(out: Path, p: dict) -> bool:
@@ -622,10 +638,13 @@ def _is_complete(out: Path, p: dict) -> bool:
 
 
 def ensure_dataset(out_dir: str | Path, subjects: int = 18, frames_per_subject: int = 80, size: int = 112,
-                   au_set: str = "bp4d", seed: int = 0, sessions: int = 2) -> Path:
-    """The manifest of the dataset in out_dir, generating it unless a complete one with these params is there."""
+                   au_set: str = "bp4d", seed: int = 0, sessions: int = 2, force: bool = False) -> Path:
+    """The manifest of the dataset in out_dir, generating it unless a complete one with these params is there.
+    A non-empty folder the generator did not write is refused unless ``force``."""
     out = Path(out_dir)
     p = _params(subjects, frames_per_subject, size, au_set, seed, sessions)
+    if not force:
+        _check_ours(out)  # before _locked creates the folder and its lock file
     with _locked(out):
         if not _is_complete(out, p):
             return generate(out, subjects, frames_per_subject, size, au_set, seed, sessions)
@@ -641,9 +660,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--au-set", choices=sorted(AU_SETS), default="bp4d")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sessions", type=int, default=2)
+    parser.add_argument("--force", action="store_true", help="write into a non-empty folder the generator did not make")
     args = parser.parse_args(argv)
     try:
-        manifest = ensure_dataset(args.out, args.subjects, args.frames_per_subject, args.size, args.au_set, args.seed, args.sessions)
+        manifest = ensure_dataset(args.out, args.subjects, args.frames_per_subject, args.size, args.au_set, args.seed,
+                                  args.sessions, force=args.force)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
