@@ -20,6 +20,7 @@ from clile_core.training.stage1 import train_stage1
 from clile_core.training.stage2 import train_stage2
 from orchestrator.store import UNIT_RECORD, ArtifactStore
 from orchestrator.units import Unit
+from reports.figures import unit_figures
 
 Report = Callable[[dict[str, Any]], None]
 FAIL_ENV = "CLILE_FAIL_UNITS"  # unit-key prefixes or table rows (e.g. A1) whose unit fails on purpose (fault-injection tests)
@@ -66,6 +67,8 @@ def run_unit(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]
             "history": result.history, "train_seconds": time.time() - start, "host": socket.gethostname(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
+        # Drawn here, in the trial, while other units train: the figures are part of the unit, reused with it.
+        unit_figures(workdir, result.history, data.au_names, cfg.threshold, unit.name())
         write_text(workdir / UNIT_RECORD, json.dumps(record, indent=1))
     report({"done": 1, **{k: v for k, v in result.metrics.items() if isinstance(v, float) and math.isfinite(v)}})
     return record

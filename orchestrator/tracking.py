@@ -18,6 +18,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 import clile_core
 from clile_core.config import flatten
 from orchestrator.units import Unit
+from reports.figures import UNIT_FIGURES
 
 SWEEP_TAG = "sweep_key"
 # What a stage reports per epoch; Ray adds its own bookkeeping (pid, timestamp, …) that is not ours to log.
@@ -147,6 +148,8 @@ class SweepTracker:
                     self.client.log_artifact(run_id, str(unit_dir / name), "unit")
             if (unit_dir / "weights.pt").exists():
                 self.client.log_artifact(run_id, str(unit_dir / "weights.pt"), "model")
+            if (unit_dir / UNIT_FIGURES).is_dir():
+                self.client.log_artifacts(run_id, str(unit_dir / UNIT_FIGURES), UNIT_FIGURES)
         self.client.set_terminated(run_id, "FINISHED")
         if direct:
             self.finished_units.add(unit_key)
