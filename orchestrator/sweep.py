@@ -16,6 +16,7 @@ from ray.tune.search import Searcher
 
 from clile_core.models.backbones import parameter_count
 from orchestrator.execute import tune_trainable
+from orchestrator.progress import Progress
 from orchestrator.resources import explain, init_ray, plan_resources, warn
 from orchestrator.store import ArtifactStore
 from orchestrator.tracking import SweepTracker
@@ -58,21 +59,29 @@ def describe(plan: Plan, store: ArtifactStore) -> str:
 class _TrackingCallback(tune.Callback):
     """Relays trial events to MLflow from the driver (the single writer)."""
 
-    def __init__(self, tracker: SweepTracker, store: ArtifactStore, units: dict[str, Unit], dataset: str, outcome: SweepOutcome):
+    def __init__(self, tracker: SweepTracker, store: ArtifactStore, units: dict[str, Unit], dataset: str,
+                 outcome: SweepOutcome, progress: Progress):
         self.tracker, self.store, self.units, self.dataset, self.outcome = tracker, store, units, dataset, outcome
+        self.progress = progress
         self.retries: dict[str, int] = {}
+
+    def on_step_end(self, iteration, trials, **info):
+        self.progress.tick()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         key = trial.config["unit"]
+        self.progress.start(key)
         if key not in self.tracker.children:
             self.tracker.start_unit(self.units[key], self.dataset)
             print(f"[sweep] start  {self.units[key].name()}", file=sys.stderr)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.tracker.log_epoch(trial.config["unit"], result)
+        self.progress.epoch(trial.config["unit"], result)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         key = trial.config["unit"]
+        self.progress.retry(key)
         self.retries[key] = self.retries.get(key, 0) + 1
         run_id = self.tracker.children.get(key)
         if run_id:
@@ -81,6 +90,7 @@ class _TrackingCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         key = trial.config["unit"]
+        self.progress.end(key, self.store.is_complete(key))
         if not self.store.is_complete(key):
             return
         self.tracker.finish_unit(key, self.store.record(key), self.store.unit_dir(key), replay_history=False)
@@ -90,6 +100,7 @@ class _TrackingCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         key = trial.config["unit"]
+        self.progress.end(key, ok=False)
         reason = _error_text(trial)
         self.outcome.failed[key] = reason
         self.tracker.fail_unit(key, reason)
@@ -192,7 +203,8 @@ def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, opt
     searcher = DagSearcher(units, store, {stage: int(r.cpu) for stage, r in resources.items()})
     requests = {stage: tune.PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}]) for stage, r in resources.items()}
     stage_of = {u.key: u.stage for u in units}
-    callback = _TrackingCallback(tracker, store, {u.key: u for u in units}, options.dataset, outcome)
+    progress = Progress(units)
+    callback = _TrackingCallback(tracker, store, {u.key: u for u in units}, options.dataset, outcome, progress)
     tuner = tune.Tuner(
         tune.with_resources(tune_trainable, lambda config: requests[stage_of[config["unit"]]]),
         param_space={"store": str(store.root)},
@@ -203,7 +215,10 @@ def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, opt
             failure_config=tune.FailureConfig(max_failures=options.retries),
         ),
     )
-    tuner.fit()
+    with progress:
+        tuner.fit()
+        for key in searcher.skipped:
+            progress.skip(key)
     outcome.skipped.update(searcher.skipped)
     for unit in units:  # a trial that ended without completing its unit (e.g. killed actor) is a failure too
         if not store.is_complete(unit.key) and unit.key not in outcome.failed and unit.key not in outcome.skipped:
