@@ -14,10 +14,12 @@ import torch
 
 from clile_core.atomic import write_text
 from clile_core.data.fold_data import load_fold_data
+from clile_core.model_io import MODEL_JSON
 from clile_core.pipeline import stage0_features
 from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
 from clile_core.training.stage1 import train_stage1
 from clile_core.training.stage2 import train_stage2
+from orchestrator.au_model import save_unit_model
 from orchestrator.store import UNIT_RECORD, ArtifactStore
 from orchestrator.units import Unit
 from reports.figures import unit_figures
@@ -69,6 +71,8 @@ def run_unit(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]
         }
         # Drawn here, in the trial, while other units train: the figures are part of the unit, reused with it.
         unit_figures(workdir, result.history, data.au_names, cfg.threshold, unit.name())
+        if (workdir / MODEL_JSON).exists():  # a unit that predicts AUs (stage 0, stage II) can be served
+            save_unit_model(workdir, data.images_root / data.manifest["image"].iloc[0])
         write_text(workdir / UNIT_RECORD, json.dumps(record, indent=1))
     report({"done": 1, **{k: v for k, v in result.metrics.items() if isinstance(v, float) and math.isfinite(v)}})
     return record

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 
 from clile_core.variants import load_variants
 from orchestrator.tracking import default_tracking_uri
@@ -25,6 +28,13 @@ from reports.formats import to_markdown, ui_frame, write_all
 from reports.tables import Summary, Table, ablation_table, backbones_table, comparison_table, summarise
 
 MAIN_TABLE = {"ablate": "ablation", "backbones": "backbones"}  # other commands: the comparison table
+NOTE_TAG = "mlflow.note.content"  # the run's description in the UI, rendered as Markdown
+
+
+def row_metric(row: str) -> str:
+    """The parent run's metric for a table row's mean test F1, e.g. ``f1_avg.CL-ILE``; characters MLflow
+    refuses in metric names become ``_``."""
+    return "f1_avg." + re.sub(r"[^\w\-. /:]", "_", row)
 
 
 @dataclass
@@ -33,6 +43,8 @@ class Report:
     command: str
     out_dir: Path
     tables: dict[str, Table]
+    test: Summary  # per row, over folds, of the test F1s
+    cells: pd.DataFrame  # one row per (table row, fold): the run that answers it and its test F1s
     files: list[Path] = field(default_factory=list)
 
     @property
@@ -110,10 +122,12 @@ def build(client: MlflowClient, experiment_id: str, parent_id: str | None = None
     rows = rows or _rows(units, command)
     total_folds = total_folds or _total_folds(parent, units)
     out_dir = Path(out_dir or Path("reports_out") / parent_id)
-    test = summarise(collect.cells(units, "test"), rows, au_names)
+    cells = collect.cells(units, "test")
+    test = summarise(cells, rows, au_names)
     seen = summarise(collect.cells(units, "seen"), rows, au_names)
     comparison = published.comparison(dataset, au_names)
-    report = Report(parent_id, command, out_dir, _tables(command, dataset, test, au_names, total_folds, comparison))
+    report = Report(parent_id, command, out_dir, _tables(command, dataset, test, au_names, total_folds, comparison),
+                    test, cells)
 
     for table in report.tables.values():
         paths = write_all(table, out_dir / "tables")
@@ -122,6 +136,12 @@ def build(client: MlflowClient, experiment_id: str, parent_id: str | None = None
             for path in paths:
                 client.log_artifact(parent_id, str(path), "tables")
             log_ui_table(client, parent_id, ui_frame(table), f"tables/{table.name}.json")
+    if log:  # the runs table compares sweeps by these; the parent's description shows the table itself
+        client.set_tag(parent_id, NOTE_TAG, to_markdown(report.main))
+        means = test.mean["avg"].dropna()
+        if len(means):
+            client.log_batch(parent_id, metrics=[Metric(row_metric(row), float(v), int(time.time() * 1000), 0)
+                                                 for row, v in means.items()])
     paths = summary_figures(test, seen, au_names, comparison, out_dir / "figures")
     report.files += paths
     if log:

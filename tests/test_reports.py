@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.utils.validation import validate_param_and_metric_name
 
 from reports import figures, published
-from reports.build import build
+from reports.build import build, row_metric
 from reports.formats import to_csv, to_html, to_latex, to_markdown
 from reports.tables import BEST, MISSING, SECOND, rank
 
@@ -176,6 +177,12 @@ def test_build_logs_tables_and_figures_and_is_idempotent(store, tmp_path):
     assert "62.0 ± 1.6 (best)" in ui["avg F1 (mean ± std)"].to_list()
     assert {"figures/f1_vs_paper.png", "figures/f1_vs_paper.svg", "figures/seen_vs_unseen.png"} <= {
         a.path for a in client.list_artifacts(parent, "figures")}
+    run = client.get_run(parent)
+    assert run.data.tags["mlflow.note.content"] == to_markdown(first.main)  # the description is the table
+    assert run.data.metrics["f1_avg.CL-ILE"] == pytest.approx(62.0) and run.data.metrics["f1_avg.A0"] == pytest.approx(42.0)
+    assert "f1_avg.A1" not in run.data.metrics  # no finished unit: no number
+    assert row_metric("paper defaults (τ=2)") == "f1_avg.paper defaults _τ_2_"  # MLflow refuses ( = )
+    assert validate_param_and_metric_name(row_metric("paper defaults (τ=2)"))
     units = mlflow.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
     assert not any(client.list_artifacts(run_id, "figures") for run_id in units["run_id"])  # units draw their own
     assert all(p.stat().st_size > 0 for p in first.files)
