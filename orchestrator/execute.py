@@ -42,6 +42,7 @@ def run_unit(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]
     if store.is_complete(unit.key):
         return store.record(unit.key)
     _inject_failure(unit)
+    begun = time.time()
     cfg = unit.run_config()
     data = load_fold_data(cfg.data, unit.fold)
     start = time.time()
@@ -73,6 +74,7 @@ def run_unit(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]
         unit_figures(workdir, result.history, data.au_names, cfg.threshold, unit.name())
         if (workdir / MODEL_JSON).exists():  # a unit that predicts AUs (stage 0, stage II) can be served
             save_unit_model(workdir, data.images_root / data.manifest["image"].iloc[0])
+        record["unit_seconds"] = time.time() - begun  # all the trial's work: data, training, figures, model
         write_text(workdir / UNIT_RECORD, json.dumps(record, indent=1))
     report({"done": 1, **{k: v for k, v in result.metrics.items() if isinstance(v, float) and math.isfinite(v)}})
     return record

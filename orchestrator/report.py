@@ -5,10 +5,12 @@ and, with ``--register NAME``, the best row's model in the Model Registry."""
 from __future__ import annotations
 
 import sys
+import time
 
 import mlflow
 
 from orchestrator.cli import Context
+from orchestrator.resources import warn
 from orchestrator.sweep import SweepOutcome
 from orchestrator.tracking import SweepTracker
 from reports.build import Report, build
@@ -44,8 +46,10 @@ def register_best(tracker: SweepTracker, report: Report, name: str) -> str:
 
 
 def print_table(ctx: Context, title: str, rows: list[str], tracker: SweepTracker, outcome: SweepOutcome) -> str:
+    started = time.time()
     report = build(tracker.client, tracker.experiment_id, tracker.parent_id, rows=rows, au_names=ctx.au_names,
                    total_folds=len(ctx.args.folds))
+    warn(f"timing: report phase {time.time() - started:.1f}s (tables and summary figures)")
     text = f"{title}\n\n{to_markdown(report.main)}"
     if outcome.failed or outcome.skipped:
         text += f"\n{len(outcome.failed)} unit(s) failed, {len(outcome.skipped)} skipped: their cells are missing (—) or count fewer folds.\n"

@@ -215,10 +215,12 @@ def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, opt
             failure_config=tune.FailureConfig(max_failures=options.retries),
         ),
     )
+    started = time.time()
     with progress:
         tuner.fit()
         for key in searcher.skipped:
             progress.skip(key)
+    warn(f"timing: sweep phase {time.time() - started:.1f}s (one Tune run over {len(units)} units)")
     outcome.skipped.update(searcher.skipped)
     for unit in units:  # a trial that ended without completing its unit (e.g. killed actor) is a failure too
         if not store.is_complete(unit.key) and unit.key not in outcome.failed and unit.key not in outcome.skipped:
