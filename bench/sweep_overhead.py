@@ -1,7 +1,7 @@
 """What the orchestrator costs and saves, in one run on the synthetic set:
 
-1. the sweep phase of `python -m orchestrator.ablate` (one Tune run over the unit DAG, Ray start-up
-   excluded) vs the critical path of that DAG given the slots: the shortest time any scheduler could
+1. the sweep phase of `python -m orchestrator.ablate` (one Tune run over the unit DAG; `ray.init`
+   excluded, the first trial actor's start-up shown apart) vs the critical path of that DAG given the slots: the shortest time any scheduler could
    take with these unit durations (each unit's `unit_seconds`: data, training, figures, model). The bound
    is max(longest dependency chain, total unit time / slots). Goal: ratio <= 1.05;
 2. the report phase (tables and summary figures, after training) vs the sweep phase. Goal: <= 10 %;
@@ -49,10 +49,10 @@ def critical_path_bound(seconds: dict[str, float], upstream: dict[str, list[str]
     return longest, max(longest, sum(seconds.values()) / slots)
 
 
-def phase(stderr: str, name: str) -> float:
-    found = re.search(rf"timing: {name} phase ([\d.]+)s", stderr)
+def timing(stderr: str, pattern: str) -> float:
+    found = re.search(pattern, stderr)
     if not found:
-        sys.exit(f"the command printed no '{name} phase' timing")
+        sys.exit(f"the command printed no timing matching {pattern!r}")
     return float(found.group(1))
 
 
@@ -76,7 +76,8 @@ def main() -> None:
         # Generate the dataset first so no timing includes it.
         timed([sys.executable, "-m", "orchestrator.ablate", "--dry-run", "--folds", *folds, *extra, *sets], work)
         command, stderr = timed([sys.executable, "-m", "orchestrator.ablate", "--folds", *folds, *extra, *sets], work)
-        sweep, report = phase(stderr, "sweep"), phase(stderr, "report")
+        sweep, report = timing(stderr, r"timing: sweep phase ([\d.]+)s"), timing(stderr, r"timing: report phase ([\d.]+)s")
+        startup = timing(stderr, r"start-up ([\d.]+)s")
         store = work / "clile_store"
         records = {p.parent.name: json.loads(p.read_text()) for p in (store / "units").glob("*/unit.json")}
         seconds = {key: r["unit_seconds"] for key, r in records.items()}
@@ -86,9 +87,10 @@ def main() -> None:
         total = sum(seconds.values())
         print(f"units: {len(records)}, sum of unit times {total:.1f}s, longest chain {chain:.1f}s, "
               f"critical path given {slots} slots {bound:.1f}s")
-        print(f"sweep phase {sweep:.1f}s; report phase {report:.1f}s; whole command {command:.1f}s "
-              f"(incl. Python/Ray/MLflow start-up)")
-        print(f"ratio sweep phase / critical path given the slots: {sweep / bound:.3f} (goal <= 1.05)")
+        print(f"sweep phase {sweep:.1f}s, of which {startup:.1f}s before the first unit started (Ray's first trial "
+              f"actor); report phase {report:.1f}s; whole command {command:.1f}s (incl. Python/Ray/MLflow start-up)")
+        print(f"ratio sweep phase / critical path given the slots: {sweep / bound:.3f} (goal <= 1.05); "
+              f"without the first actor's start-up: {(sweep - startup) / bound:.3f}")
         print(f"ratio report phase / sweep phase: {report / sweep:.1%} (goal <= 10%)")
         print(f"ratio command wall / sum of unit times: {command / total:.2f}")
         if args.no_naive:

@@ -19,10 +19,8 @@ from clile_core.pipeline import stage0_features
 from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
 from clile_core.training.stage1 import train_stage1
 from clile_core.training.stage2 import train_stage2
-from orchestrator.au_model import save_unit_model
 from orchestrator.store import UNIT_RECORD, ArtifactStore
 from orchestrator.units import Unit
-from reports.figures import unit_figures
 
 Report = Callable[[dict[str, Any]], None]
 FAIL_ENV = "CLILE_FAIL_UNITS"  # unit-key prefixes or table rows (e.g. A1) whose unit fails on purpose (fault-injection tests)
@@ -49,6 +47,11 @@ def run_unit(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]
 
     def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
         report({"epoch": epoch, **metrics})
+
+    # Imported here, not at the top: a new trial actor is ready (and takes its slot) only once this module
+    # is imported, and MLflow plus matplotlib add seconds to that on a busy machine.
+    from orchestrator.au_model import save_unit_model
+    from reports.figures import unit_figures
 
     with store.workspace(unit) as workdir:
         if unit.stage == "stage0":

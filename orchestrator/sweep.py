@@ -220,7 +220,9 @@ def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, opt
         tuner.fit()
         for key in searcher.skipped:
             progress.skip(key)
-    warn(f"timing: sweep phase {time.time() - started:.1f}s (one Tune run over {len(units)} units)")
+    first = min((s.started for s in progress.states.values() if s.started), default=time.time()) - started
+    warn(f"timing: sweep phase {time.time() - started:.1f}s (one Tune run over {len(units)} units; "
+         f"start-up {first:.1f}s: the first unit started after Ray started its first trial actor)")
     outcome.skipped.update(searcher.skipped)
     for unit in units:  # a trial that ended without completing its unit (e.g. killed actor) is a failure too
         if not store.is_complete(unit.key) and unit.key not in outcome.failed and unit.key not in outcome.skipped:
