@@ -86,7 +86,7 @@ def test_ui_shows_parent_nested_units_and_ablation_table(swept, tmp_path):
                 for child in ("CL-ILE · fold 1 · resnet18 · stage II", "CL-ILE · fold 1 · resnet18 · stage I",
                               "A0+CL-ILE · fold 1 · resnet18 · stage 0"):
                     page.get_by_role("link", name=child, exact=True).first.wait_for()
-                page.get_by_text("f1_avg.CL-ILE").first.wait_for()  # the parent's per-row metric is a column
+                page.get_by_text(re.compile(r"^synthetic \([0-9a-f]{16}\)")).first.wait_for()  # its Dataset column
                 page.screenshot(path=tmp_path / "runs.png")
 
                 parent.click()
