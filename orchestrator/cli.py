@@ -43,6 +43,7 @@ def common_parser(prog: str, description: str, default_experiment: str) -> argpa
     parser.add_argument("--gpus-per-trial", type=at_least(0.0, float), default=0.25, help="GPU fraction for stage I/II trials")
     parser.add_argument("--retries", type=at_least(0), default=1, help="retries of a failing unit before it is reported failed")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (units, cached or not) and exit")
+    parser.add_argument("--register", metavar="NAME", help="register the best row's model in the Model Registry as NAME")
     return parser
 
 
@@ -116,6 +117,7 @@ def run_command(
                                {"command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
                                 "seeds": " ".join(map(str, ctx.seeds)),
                                 "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
+    tracker.log_dataset(args.dataset, resolve_manifest(ctx.cfg.data)[0], ctx.manifest_hash)
     if tracker.resumed:
         print(f"[{plan.command}] resuming unfinished parent run {tracker.parent_id}", file=sys.stderr)
     options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries)

@@ -15,7 +15,9 @@ import torch
 
 from clile_core.atomic import write_text
 from clile_core.data.fold_data import load_fold_data
-from clile_core.features import cache_key, file_hash
+from clile_core.data.digests import file_hash
+from clile_core.features import cache_key
+from clile_core.model_io import MODEL_JSON
 from clile_core.pipeline import stage0_features
 from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
 from clile_core.training.stage1 import train_stage1
@@ -49,6 +51,7 @@ def run_unit(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]
 
 def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
     _inject_failure(unit)
+    begun = time.time()
     cfg = unit.run_config()
     # this node's feature cache: with object storage the driver's path may not exist here
     cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, cache_dir=str(store.features_dir)))
@@ -57,6 +60,11 @@ def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
 
     def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
         report({"epoch": epoch, **metrics})
+
+    # Imported here, not at the top: a new trial actor is ready (and takes its slot) only once this module
+    # is imported, and MLflow plus matplotlib add seconds to that on a busy machine.
+    from orchestrator.au_model import save_unit_model
+    from reports.figures import unit_figures
 
     with store.workspace(unit) as workdir:
         if unit.stage == "stage0":
@@ -80,6 +88,11 @@ def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
             "history": result.history, "train_seconds": time.time() - start, "host": socket.gethostname(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
+        # Drawn here, in the trial, while other units train: the figures are part of the unit, reused with it.
+        unit_figures(workdir, result.history, data.au_names, cfg.threshold, unit.name())
+        if (workdir / MODEL_JSON).exists():  # a unit that predicts AUs (stage 0, stage II) can be served
+            save_unit_model(workdir, data.images_root / data.manifest["image"].iloc[0])
+        record["unit_seconds"] = time.time() - begun  # all the trial's work: data, training, figures, model
         write_text(workdir / UNIT_RECORD, json.dumps(record, indent=1))
     report({"done": 1, **{k: v for k, v in result.metrics.items() if isinstance(v, float) and math.isfinite(v)}})
     return record

@@ -1,9 +1,10 @@
-"""Executing a plan: reuse completed units, run the missing ones level by level on Ray Tune, track
-everything in MLflow, and never leave a run RUNNING."""
+"""Executing a plan: reuse completed units, run the missing ones on Ray Tune as soon as their upstream
+units are complete, track everything in MLflow, and never leave a run RUNNING."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -11,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.search import Searcher
 
 from clile_core.models.backbones import parameter_count
 from orchestrator.execute import REUSED, tune_trainable
+from orchestrator.progress import Progress
 from orchestrator.resources import explain, init_ray, plan_resources, warn
 from orchestrator.store import ArtifactStore
 from orchestrator.tracking import SweepTracker
-from orchestrator.units import Plan, Unit
+from orchestrator.units import STAGE_LABELS, STAGES, Plan, Unit
 
 
 @dataclass
@@ -56,21 +59,29 @@ def describe(plan: Plan, store: ArtifactStore) -> str:
 class _TrackingCallback(tune.Callback):
     """Relays trial events to MLflow from the driver (the single writer)."""
 
-    def __init__(self, tracker: SweepTracker, store: ArtifactStore, units: dict[str, Unit], dataset: str, outcome: SweepOutcome):
+    def __init__(self, tracker: SweepTracker, store: ArtifactStore, units: dict[str, Unit], dataset: str,
+                 outcome: SweepOutcome, progress: Progress):
         self.tracker, self.store, self.units, self.dataset, self.outcome = tracker, store, units, dataset, outcome
+        self.progress = progress
         self.retries: dict[str, int] = {}
+
+    def on_step_end(self, iteration, trials, **info):
+        self.progress.tick()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         key = trial.config["unit"]
+        self.progress.start(key)
         if key not in self.tracker.children:
             self.tracker.start_unit(self.units[key], self.dataset)
             print(f"[sweep] start  {self.units[key].name()}", file=sys.stderr)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.tracker.log_epoch(trial.config["unit"], result)
+        self.progress.epoch(trial.config["unit"], result)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         key = trial.config["unit"]
+        self.progress.retry(key)
         self.retries[key] = self.retries.get(key, 0) + 1
         run_id = self.tracker.children.get(key)
         if run_id:
@@ -79,6 +90,7 @@ class _TrackingCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         key = trial.config["unit"]
+        self.progress.end(key, self.store.is_complete(key))
         if not self.store.is_complete(key):
             return
         reused = bool((trial.last_result or {}).get(REUSED))  # trained by a concurrent sweep meanwhile
@@ -93,6 +105,7 @@ class _TrackingCallback(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         key = trial.config["unit"]
+        self.progress.end(key, ok=False)
         reason = _error_text(trial)
         self.outcome.failed[key] = reason
         self.tracker.fail_unit(key, reason)
@@ -115,31 +128,109 @@ def _reuse(unit: Unit, store: ArtifactStore, tracker: SweepTracker, dataset: str
     tracker.finish_unit(unit.key, store.record(unit.key), None, replay_history=True)
 
 
+def _downstream(units: list[Unit]) -> dict[str, list[str]]:
+    below: dict[str, list[str]] = {u.key: [] for u in units}
+    for unit in units:
+        for key in unit.upstream.values():
+            if key in below:
+                below[key].append(unit.key)
+    return below
+
+
 def longest_first(units: list[Unit]) -> list[Unit]:
-    """Trials start in list order and take free slots as others end, so the costliest go first: a swin_t
-    started last would run alone while the other slots idle. Stage-0 cost is proxied by the backbone's
-    parameter count; stages I/II train on cached features and cost alike, so their order is kept."""
+    """Priority order of ready units: a trial takes a free slot in this order, so the costliest go first (a
+    swin_t started last would run alone while the other slots idle). Stage-0 cost is proxied by the
+    backbone's parameter count and dominates; stages I/II train on cached features and cost alike, so
+    among them a unit with a longer chain below it goes first (it unlocks more work), else order is kept."""
     sizes = {u.backbone: parameter_count(u.backbone) for u in units if u.stage == "stage0"}
-    return sorted(units, key=lambda u: sizes.get(u.backbone, 0) if u.stage == "stage0" else 0, reverse=True)
+    below = _downstream(units)
+    height: dict[str, int] = {}
+    for unit in reversed(sorted(units, key=lambda u: STAGES.index(u.stage))):
+        height[unit.key] = 1 + max((height[k] for k in below[unit.key]), default=0)
+    return sorted(units, key=lambda u: (sizes.get(u.backbone, 0) if u.stage == "stage0" else 0, height[u.key]),
+                  reverse=True)
 
 
-def _run_level(stage: str, units: list[Unit], store: ArtifactStore, tracker: SweepTracker, options: SweepOptions,
-               cluster: dict[str, float], outcome: SweepOutcome, name: str) -> None:
-    resources = plan_resources(cluster, stage, options.gpus_per_trial, options.max_concurrent)
-    callback = _TrackingCallback(tracker, store, {u.key: u for u in units}, options.dataset, outcome)
+class DagSearcher(Searcher):
+    """Ray Tune's source of trials for a whole plan: it suggests a unit only once every upstream unit is in
+    the store, so no level waits for the slowest unit of the previous one (no barriers).
+
+    Tune asks for a trial whenever a slot is free (``max_concurrent_trials`` wraps this in a
+    ``ConcurrencyLimiter``). ``suggest`` answers the highest-priority ready unit; ``None`` when every
+    queued unit still waits on a running one (Tune asks again after the next trial event); ``FINISHED``
+    once nothing is queued. A unit whose upstream failed, or was itself dropped, is dropped with it.
+    """
+
+    def __init__(self, units: list[Unit], store: ArtifactStore, threads: dict[str, int]):
+        super().__init__()
+        self.queued = longest_first(units)
+        self.store, self.threads = store, threads
+        self.running: dict[str, str] = {}  # trial id -> unit key
+        self.failed: set[str] = set()
+        self.skipped: dict[str, str] = {}  # unit key -> the upstream unit that did not complete
+
+    def _drop_blocked(self) -> None:
+        live = {u.key for u in self.queued} | set(self.running.values())
+        for unit in sorted(self.queued, key=lambda u: STAGES.index(u.stage)):  # upstream before downstream
+            lost = [k for k in unit.upstream.values() if k not in live and not self.store.is_complete(k)]
+            if lost:
+                self.skipped[unit.key] = lost[0]
+                live.discard(unit.key)
+        self.queued = [u for u in self.queued if u.key not in self.skipped]
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        self._drop_blocked()
+        for unit in self.queued:
+            if all(self.store.is_complete(k) for k in unit.upstream.values()):
+                self.queued.remove(unit)
+                self.running[trial_id] = unit.key
+                return {"unit": unit.key, "threads": self.threads[unit.stage]}
+        return Searcher.FINISHED if not self.queued else None
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        key = self.running.pop(trial_id, None)
+        if key is not None and (error or not self.store.is_complete(key)):
+            self.failed.add(key)
+
+    def save(self, checkpoint_path: str) -> None:
+        # Nothing to restore from: a restarted sweep rebuilds its queue from what the store holds.
+        Path(checkpoint_path).write_text(json.dumps({"queued": [u.key for u in self.queued]}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
+def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, options: SweepOptions,
+             cluster: dict[str, float], outcome: SweepOutcome, name: str) -> None:
+    """One Tune run over every unit to train: trials start as their upstream completes and a slot is free."""
+    stages = {u.stage for u in units}
+    resources = {stage: plan_resources(cluster, stage, options.gpus_per_trial, options.max_concurrent) for stage in stages}
+    searcher = DagSearcher(units, store, {stage: int(r.cpu) for stage, r in resources.items()})
+    requests = {stage: tune.PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}]) for stage, r in resources.items()}
+    stage_of = {u.key: u.stage for u in units}
+    progress = Progress(units)
+    callback = _TrackingCallback(tracker, store, {u.key: u for u in units}, options.dataset, outcome, progress)
     tuner = tune.Tuner(
-        tune.with_resources(tune_trainable, resources.as_ray()),
-        param_space={"store": store.location, "threads": int(resources.cpu),
-                     "unit": tune.grid_search([u.key for u in units])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, reuse_actors=True),
+        tune.with_resources(tune_trainable, lambda config: requests[stage_of[config["unit"]]]),
+        param_space={"store": store.location},
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(units), reuse_actors=True,
+                                    max_concurrent_trials=max(r.max_concurrent for r in resources.values())),
         run_config=tune.RunConfig(
-            name=f"{name}-{stage}", storage_path=str(store.root / "ray_results"), callbacks=[callback], verbose=0,
+            name=name, storage_path=str(store.root / "ray_results"), callbacks=[callback], verbose=0,
             failure_config=tune.FailureConfig(max_failures=options.retries),
         ),
     )
-    tuner.fit()
+    started = time.time()
+    with progress:
+        tuner.fit()
+        for key in searcher.skipped:
+            progress.skip(key)
+    first = min((s.started for s in progress.states.values() if s.started), default=time.time()) - started
+    warn(f"timing: sweep phase {time.time() - started:.1f}s (one Tune run over {len(units)} units; "
+         f"start-up {first:.1f}s: the first unit started after Ray started its first trial actor)")
+    outcome.skipped.update(searcher.skipped)
     for unit in units:  # a trial that ended without completing its unit (e.g. killed actor) is a failure too
-        if not store.is_complete(unit.key) and unit.key not in outcome.failed:
+        if not store.is_complete(unit.key) and unit.key not in outcome.failed and unit.key not in outcome.skipped:
             outcome.failed[unit.key] = "trial ended without completing its unit"
             tracker.fail_unit(unit.key, outcome.failed[unit.key])
 
@@ -150,27 +241,19 @@ def execute(plan: Plan, store: ArtifactStore, tracker: SweepTracker, options: Sw
     removed = store.clean_stale()
     if removed:
         warn(f"removed {removed} unfinished unit workspace(s) left by an earlier crash; those units rerun")
-    cluster: dict[str, float] | None = None
-    name = f"{plan.command}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for level in plan.levels():
-        pending = []
-        for unit in level:
-            broken = [k for k in unit.upstream.values() if not store.is_complete(k)]
-            if broken:
-                outcome.skipped[unit.key] = broken[0]
-            elif store.is_complete(unit.key):
-                _reuse(unit, store, tracker, options.dataset, outcome)
-            else:
-                pending.append(unit)
-        pending = longest_first(pending)
-        for unit in pending:
+    pending = []
+    for unit in plan.units.values():
+        if store.is_complete(unit.key):
+            _reuse(unit, store, tracker, options.dataset, outcome)
+        else:
+            pending.append(unit)
             store.save_spec(unit)
-        if pending:
-            if cluster is None:
-                cluster = init_ray(options.address)
-                warn(explain(cluster, options.gpus_per_trial))
-            warn(f"{level[0].stage}: {len(pending)} unit(s) to train, {len(level) - len(pending)} reused or skipped")
-            _run_level(level[0].stage, pending, store, tracker, options, cluster, outcome, name)
+    if pending:
+        cluster = init_ray(options.address)
+        warn(explain(cluster, options.gpus_per_trial))
+        counts = ", ".join(f"{sum(u.stage == s for u in pending)} {STAGE_LABELS[s]}" for s in STAGES)
+        warn(f"{len(pending)} unit(s) to train ({counts}), {len(plan.units) - len(pending)} reused")
+        _run_dag(pending, store, tracker, options, cluster, outcome, f"{plan.command}-{time.strftime('%Y%m%d-%H%M%S')}")
     for key, upstream in outcome.skipped.items():
         warn(f"skipped {plan.units[key].name()}: upstream unit {upstream} did not complete")
     return outcome

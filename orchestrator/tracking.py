@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.entities import (DatasetInput, InputTag, LoggedModelOutput, LoggedModelStatus, Metric, Param,
+                             RunStatus, RunTag)
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 import clile_core
 from clile_core.config import flatten
 from orchestrator.liveness import is_gone, process_identity
+from clile_core.data.manifest import read_manifest
+from orchestrator.au_model import MLFLOW_MODEL
 from orchestrator.units import Unit
+from reports.figures import UNIT_FIGURES
 
 SWEEP_TAG = "sweep_key"
 DRIVER_TAG = "driver"  # host:pid:start-time of the command that owns a parent run
@@ -106,6 +113,16 @@ class SweepTracker:
         for chunk in _chunks(items, 100):
             self.client.log_batch(run_id, params=chunk)
 
+    def log_dataset(self, name: str, manifest: Path, digest: str) -> None:
+        """The manifest the sweep trains on, as the parent run's input: the UI's Dataset column shows its
+        name and digest (the manifest hash that unit keys carry), its page the source and row count."""
+        frame = read_manifest(manifest)
+        with warnings.catch_warnings():  # MLflow's hints (integer columns, two local-file source types) are not ours
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = from_pandas(frame, source=str(manifest), name=name, digest=digest)
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, "train")]
+        self.client.log_inputs(self.parent_id, [DatasetInput(dataset._to_mlflow_entity(), tags)])
+
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         stamp = _now_ms()
         items = [Metric(k, float(v), stamp, step) for k, v in metrics.items() if isinstance(v, (int, float))]
@@ -154,9 +171,21 @@ class SweepTracker:
                     self.client.log_artifact(run_id, str(unit_dir / name), "unit")
             if (unit_dir / "weights.pt").exists():
                 self.client.log_artifact(run_id, str(unit_dir / "weights.pt"), "model")
+            if (unit_dir / UNIT_FIGURES).is_dir():
+                self.client.log_artifacts(run_id, str(unit_dir / UNIT_FIGURES), UNIT_FIGURES)
+            if (unit_dir / MLFLOW_MODEL / "MLmodel").exists():
+                self._log_model(run_id, unit_dir / MLFLOW_MODEL)
         self.client.set_terminated(run_id, "FINISHED")
         if direct:
             self.finished_units.add(unit_key)
+
+    def _log_model(self, run_id: str, model_dir: Path) -> None:
+        """The MLflow model the trial saved, as the run's logged model (the UI's Models column; registrable)."""
+        model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id,
+                                                tags={"flavor": "python_function"})
+        self.client.log_model_artifacts(model.model_id, str(model_dir))
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
 
     def fail_unit(self, unit_key: str, reason: str, status: str = "FAILED") -> None:
         run_id = self.children.get(unit_key)

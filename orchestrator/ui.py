@@ -1,7 +1,9 @@
 """``python -m orchestrator.ui``: the MLflow UI on this machine, against the sweeps' tracking store.
 
 A thin wrapper over ``mlflow server`` so the store (default ``sqlite:///<cwd>/mlflow.db``, where the
-commands record) and a loopback-only address are the defaults; Ctrl-C stops it.
+commands record) and a loopback-only address are the defaults; Ctrl-C stops it. It prints each
+experiment's address in MLflow's model-training view (the runs table): MLflow 3 otherwise opens an
+experiment on its GenAI overview (traces, an assistant), which has nothing to show for these sweeps.
 """
 
 from __future__ import annotations
@@ -10,7 +12,23 @@ import argparse
 import os
 import sys
 
+from mlflow import MlflowClient
+
 from orchestrator.tracking import default_tracking_uri
+
+RUNS_VIEW = "workflowType=machine_learning"  # the query that opens MLflow 3.17's "Model training" view
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}?{RUNS_VIEW}"
+
+
+def experiment_links(tracking_uri: str, base: str) -> list[str]:
+    """One line per experiment with runs (name, then the address of its runs table), newest first."""
+    client = MlflowClient(tracking_uri)
+    experiments = client.search_experiments(order_by=["last_update_time DESC"])
+    return [f"  {e.name}: {experiment_url(base, e.experiment_id)}" for e in experiments
+            if client.search_runs([e.experiment_id], max_results=1)]
 
 
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
@@ -26,7 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
     uri = args.tracking_uri or default_tracking_uri()
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    base = f"http://{args.host}:{args.port}"
+    links = experiment_links(uri, base)
+    print(f"MLflow UI for {uri} at {base}  (Ctrl-C stops it)", flush=True)
+    print("experiments (runs table):\n" + "\n".join(links) if links else "no runs recorded yet", flush=True)
     command = server_command(uri, args.host, args.port)
     os.execv(command[0], command)  # become the server: Ctrl-C and kill reach it directly
 

@@ -1,5 +1,6 @@
-"""``python -m reports.build``: a sweep's tables and figures from its MLflow runs, written to a folder and
-logged back to MLflow (tables and summary figures to the parent run, unit figures to each unit's run).
+"""``python -m reports.build``: a sweep's tables and summary figures from its MLflow runs, written to a folder
+and logged back to the parent run. Each unit's own figures (curves, Fig. 3, Fig. 4) are not drawn here:
+its trial drew them when it completed (``reports.figures.unit_figures``), and they are on its run.
 
 Rebuilding overwrites the same files and artifacts, so it can run any number of times.
 """
@@ -8,17 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
-import torch
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
+from mlflow.entities import Metric
 
 from clile_core.variants import load_variants
 from orchestrator.tracking import default_tracking_uri
@@ -29,6 +30,13 @@ from reports.tables import (Summary, Table, ablation_table, backbones_table, com
 
 MAIN_TABLE = {"ablate": "ablation", "backbones": "backbones"}  # other commands: the comparison table
 ABLATION_BASELINE = "A0"  # Table 3's rows are read as differences to stage 0 alone
+NOTE_TAG = "mlflow.note.content"  # the run's description in the UI, rendered as Markdown
+
+
+def row_metric(row: str) -> str:
+    """The parent run's metric for a table row's mean test F1, e.g. ``f1_avg.CL-ILE``; characters MLflow
+    refuses in metric names become ``_``."""
+    return "f1_avg." + re.sub(r"[^\w\-. /:]", "_", row)
 
 
 @dataclass
@@ -37,11 +45,18 @@ class Report:
     command: str
     out_dir: Path
     tables: dict[str, Table]
+    test: Summary  # per row, over folds, of the test F1s
+    cells: pd.DataFrame  # one row per (table row, fold): the run that answers it and its test F1s
     files: list[Path] = field(default_factory=list)
 
     @property
     def main(self) -> Table:
         return self.tables[MAIN_TABLE.get(self.command, "comparison")]
+
+    def markdown(self) -> str:
+        """The command's table, and the identity diagnostics beside Table 3, as the terminal and MLflow show them."""
+        shown = [self.main] + ([self.tables["identity"]] if "identity" in self.tables else [])
+        return "\n".join(to_markdown(table) for table in shown)
 
 
 def _tag(run: pd.Series, name: str, default: str = "") -> str:
@@ -65,10 +80,8 @@ def _total_folds(parent: pd.Series, units: pd.DataFrame) -> int:
     return int(units["tags.fold"].nunique()) if len(units) and "tags.fold" in units else 0
 
 
-def _tables(command: str, dataset: str, units: pd.DataFrame, rows: list[str], au_names: list[str], total_folds: int,
-            comparison: published.Comparison | None) -> dict[str, Table]:
-    test_cells = collect.cells(units, "test")
-    test = summarise(test_cells, rows, au_names)
+def _tables(command: str, dataset: str, units: pd.DataFrame, test_cells: pd.DataFrame, test: Summary, rows: list[str],
+            au_names: list[str], total_folds: int, comparison: published.Comparison | None) -> dict[str, Table]:
     tables = {"comparison": comparison_table(test, au_names, total_folds, comparison)}
     if command == "ablate":
         differences = paired_differences(test_cells, rows, ABLATION_BASELINE)
@@ -94,59 +107,6 @@ def log_ui_table(client: MlflowClient, run_id: str, frame: pd.DataFrame, artifac
         client.log_artifact(run_id, str(path), folder)
 
 
-def _artifact(client: MlflowClient, run_ids: list[str], path: str, dst: Path) -> Path | None:
-    """Download ``path`` from the first run that has it (a reused unit's files live in the run that trained it)."""
-    folder = str(Path(path).parent)
-    for run_id in run_ids:
-        try:
-            present = path in {a.path for a in client.list_artifacts(run_id, folder)}
-        except MlflowException:
-            continue
-        if present:
-            return Path(client.download_artifacts(run_id, path, str(dst)))
-    return None
-
-
-def _has_figures(client: MlflowClient, run_id: str) -> bool:
-    if not run_id:
-        return False
-    try:
-        return any(a.path == "figures" for a in client.list_artifacts(run_id))
-    except MlflowException:  # e.g. 'unknown': the training run is not in this store
-        return False
-
-
-def _history(client: MlflowClient, unit: pd.Series) -> dict[str, list[tuple[int, float]]]:
-    present = [c.removeprefix("metrics.") for c in unit.index if c.startswith("metrics.") and pd.notna(unit[c])]
-    keys = [k for k in present if k in (*figures.LOSS_TERMS, "val_f1_avg") or k.startswith("val_f1_AU")]
-    return {key: [(m.step, m.value) for m in client.get_metric_history(unit["run_id"], key)] for key in keys}
-
-
-def unit_figures(client: MlflowClient, unit: pd.Series, au_names: list[str], out_dir: Path) -> list[Path]:
-    """Curves for every unit; Fig. 3 for a stage-I unit; Fig. 4 for a unit with test predictions."""
-    title = _tag(unit, "mlflow.runName", unit["run_id"])
-    paths = figures.save(figures.training_curves(_history(client, unit), title), out_dir, "curves")
-    sources = [unit["run_id"]] + ([_tag(unit, "reused_from")] if _tag(unit, "reused_from") else [])
-    with tempfile.TemporaryDirectory() as tmp:
-        stage1 = _artifact(client, sources, "unit/stage1.pt", Path(tmp))
-        if stage1 is not None:
-            saved = torch.load(stage1, map_location="cpu", weights_only=True)
-            fig = figures.identity_embeddings(saved["ile"].float().numpy(), [str(s) for s in saved["subjects"]],
-                                              au_names, title)
-            paths += figures.save(fig, out_dir, "fig3_identity_embeddings")
-        predictions = _artifact(client, sources, "unit/predictions.npz", Path(tmp))
-        if predictions is not None:
-            weights = _artifact(client, sources, "model/weights.pt", Path(tmp))
-            saved = torch.load(weights, map_location="cpu", weights_only=True) if weights is not None else {}
-            embeddings = saved["au_embeddings"].float().numpy() if "au_embeddings" in saved else None
-            threshold = float(unit.get("params.threshold", 0.5) or 0.5)
-            with np.load(predictions) as npz:
-                fig = figures.au_correlations(npz["test_labels"], npz["test_probs"], au_names, threshold, embeddings,
-                                              title)
-            paths += figures.save(fig, out_dir, "fig4_au_correlations")
-    return paths
-
-
 def summary_figures(test: Summary, seen: Summary, au_names: list[str], comparison: published.Comparison | None,
                     out_dir: Path) -> list[Path]:
     paper = {}
@@ -161,7 +121,7 @@ def summary_figures(test: Summary, seen: Summary, au_names: list[str], compariso
 def build(client: MlflowClient, experiment_id: str, parent_id: str | None = None, out_dir: Path | None = None,
           rows: list[str] | None = None, au_names: list[str] | None = None, total_folds: int | None = None,
           log: bool = True) -> Report:
-    """Tables and figures of one sweep. ``rows``/``au_names``/``total_folds`` default to what the runs hold;
+    """Tables and summary figures of one sweep. ``rows``/``au_names``/``total_folds`` default to what the runs hold;
     a driver passes its own so rows whose units never started still show, as missing."""
     # a progress bar per small downloaded file would drown the printed table in the driver's output
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -173,10 +133,12 @@ def build(client: MlflowClient, experiment_id: str, parent_id: str | None = None
     rows = rows or _rows(units, command)
     total_folds = total_folds or _total_folds(parent, units)
     out_dir = Path(out_dir or Path("reports_out") / parent_id)
-    test = summarise(collect.cells(units, "test"), rows, au_names)
+    cells = collect.cells(units, "test")
+    test = summarise(cells, rows, au_names)
     seen = summarise(collect.cells(units, "seen"), rows, au_names)
     comparison = published.comparison(dataset, au_names)
-    report = Report(parent_id, command, out_dir, _tables(command, dataset, units, rows, au_names, total_folds, comparison))
+    report = Report(parent_id, command, out_dir, _tables(command, dataset, units, cells, test, rows, au_names,
+                                                        total_folds, comparison), test, cells)
 
     for table in report.tables.values():
         paths = write_all(table, out_dir / "tables")
@@ -185,21 +147,18 @@ def build(client: MlflowClient, experiment_id: str, parent_id: str | None = None
             for path in paths:
                 client.log_artifact(parent_id, str(path), "tables")
             log_ui_table(client, parent_id, ui_frame(table), f"tables/{table.name}.json")
+    if log:  # the runs table compares sweeps by these; the parent's description shows the table itself
+        client.set_tag(parent_id, NOTE_TAG, report.markdown())
+        means = test.mean["avg"].dropna()
+        if len(means):
+            client.log_batch(parent_id, metrics=[Metric(row_metric(row), float(v), int(time.time() * 1000), 0)
+                                                 for row, v in means.items()])
     paths = summary_figures(test, seen, au_names, comparison, out_dir / "figures")
     report.files += paths
     if log:
         for path in paths:
             client.log_artifact(parent_id, str(path), "figures")
 
-    finished = units[units["status"] == "FINISHED"] if len(units) else units
-    for _, unit in finished.iterrows():
-        if _has_figures(client, _tag(unit, "reused_from")):
-            continue  # drawn when the unit was trained; its reused_from tag leads there
-        paths = unit_figures(client, unit, au_names, out_dir / "units" / _tag(unit, "unit_key", unit["run_id"]))
-        report.files += paths
-        if log:
-            for path in paths:
-                client.log_artifact(unit["run_id"], str(path), "figures")
     return report
 
 

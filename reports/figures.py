@@ -1,5 +1,5 @@
 """The paper's figures, from numbers already loaded: each function returns a matplotlib Figure; ``save``
-writes it as PNG and SVG."""
+writes it as PNG and SVG; ``unit_figures`` draws a trained unit's own figures from its folder."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ matplotlib.use("Agg")  # headless: reports are built by drivers and CI without a
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from clile_core.diagnostics import ile_silhouettes  # noqa: E402
 from reports.tables import Summary  # noqa: E402
 
 LOSS_TERMS = ("train_loss", "train_bce", "train_id", "train_orth", "train_contra")
+UNIT_FIGURES = "figures"  # the folder, inside a unit's store folder and its MLflow run, of its figures
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -169,3 +171,33 @@ def seen_vs_unseen(test: Summary, seen: Summary) -> Figure:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Seen vs unseen subjects: the identity-bias gap (seen − unseen)")
     return fig
+
+
+def _series(history: list[dict[str, float]]) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch rows (``{"epoch": e, metric: value, ...}``) as metric -> [(epoch, value)] for the curves."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for row in history:
+        for key, value in row.items():
+            if key in (*LOSS_TERMS, "val_f1_avg") or key.startswith("val_f1_AU"):
+                series.setdefault(key, []).append((int(row["epoch"]), float(value)))
+    return series
+
+
+def unit_figures(unit_dir: Path, history: list[dict[str, float]], au_names: list[str], threshold: float,
+                 title: str) -> list[Path]:
+    """A unit's figures into ``unit_dir/figures``, from the files its stage wrote there: curves for every
+    unit; Fig. 3 for a stage-I unit (``stage1.pt``); Fig. 4 for a unit with test predictions."""
+    out_dir = unit_dir / UNIT_FIGURES
+    paths = save(training_curves(_series(history), title), out_dir, "curves")
+    if (unit_dir / "stage1.pt").exists():
+        saved = torch.load(unit_dir / "stage1.pt", map_location="cpu", weights_only=True)
+        fig = identity_embeddings(saved["ile"].float().numpy(), [str(s) for s in saved["subjects"]], au_names, title)
+        paths += save(fig, out_dir, "fig3_identity_embeddings")
+    if (unit_dir / "predictions.npz").exists():
+        weights = unit_dir / "weights.pt"
+        saved = torch.load(weights, map_location="cpu", weights_only=True) if weights.exists() else {}
+        embeddings = saved["au_embeddings"].float().numpy() if "au_embeddings" in saved else None
+        with np.load(unit_dir / "predictions.npz") as npz:
+            fig = au_correlations(npz["test_labels"], npz["test_probs"], au_names, threshold, embeddings, title)
+        paths += save(fig, out_dir, "fig4_au_correlations")
+    return paths

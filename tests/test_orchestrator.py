@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 
+import mlflow
 import pytest
 from sweep_helpers import command, completed_units, run, runs, unit_runs
 
@@ -37,6 +38,12 @@ def test_ablation_trains_each_shared_stage_once(ablation):
     shared = children[children["tags.stage"] == "stage1"]["tags.variant"]
     assert sorted(set(shared)) == ["A2,A3", "A4,CL-ILE"]
     assert "| CL-ILE |" in result.stdout and "| A0 |" in result.stdout and "3/3" in result.stdout
+    # each unit drew its own figures in its trial; they live in its store folder and on its run
+    for key in completed_units(store):
+        drawn = {p.name for p in (store / "units" / key / "figures").glob("*.png")}
+        assert "curves.png" in drawn and ("fig3_identity_embeddings.png" in drawn) == key.startswith("stage1")
+    client = mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    assert {a.path for a in client.list_artifacts(children.iloc[0]["run_id"], "figures")} >= {"figures/curves.png"}
 
 
 def test_child_runs_carry_names_params_metrics_and_tags(ablation):

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.utils.validation import validate_param_and_metric_name
 
 from reports import collect, figures, published
-from reports.build import build
+from reports.build import build, row_metric
 from reports.formats import to_csv, to_html, to_latex, to_markdown
 from reports.tables import BEST, MISSING, SECOND, paired_differences, rank
 
@@ -42,22 +43,6 @@ UNITS = [
     ("A1", 1, "stage2", "FAILED", 99.0, 99.0),  # only a failed unit: the row is missing
     ("", 1, "stage1", "FINISHED", 30.0, 30.0),  # stage I answers no row
 ]
-
-
-def _log_unit_artifacts(client: MlflowClient, run_id: str, stage: str, tmp_path) -> None:
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, size=(40, len(AUS)))
-    labels[0, 3] = -1  # one uncoded label
-    np.savez(tmp_path / "predictions.npz", test_probs=rng.random((40, len(AUS))), test_labels=labels,
-             test_rows=np.arange(40), seen_probs=rng.random((5, len(AUS))), seen_labels=labels[:5], seen_rows=np.arange(5))
-    client.log_artifact(run_id, str(tmp_path / "predictions.npz"), "unit")
-    if stage == "stage1":
-        torch.save({"encoder": {}, "ile": torch.randn(4, len(AUS), 8), "subjects": ["F001", "F002", "M001", "M002"]},
-                   tmp_path / "stage1.pt")
-        client.log_artifact(run_id, str(tmp_path / "stage1.pt"), "unit")
-    if stage == "stage2":
-        torch.save({"encoder": {}, "au_embeddings": torch.randn(len(AUS), 8)}, tmp_path / "weights.pt")
-        client.log_artifact(run_id, str(tmp_path / "weights.pt"), "model")
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +72,6 @@ def store(tmp_path_factory):
         client.log_metric(run_id, "id_probe_acc", 10.0 * fold + 10.0)
         if row == "CL-ILE":
             client.log_metric(run_id, "ile_silhouette_subject", 0.4 + 0.1 * fold)
-        if status == "FINISHED" and fold == 1 and stage in ("stage1", "stage2") and row in ("", "CL-ILE"):
-            unit_dir = tmp_path / f"unit-{stage}"
-            unit_dir.mkdir()
-            _log_unit_artifacts(client, run_id, stage, unit_dir)
         client.set_terminated(run_id, status)
     client.set_terminated(parent, "FINISHED")
     return client, exp, parent
@@ -243,13 +224,33 @@ def test_build_logs_tables_and_figures_and_is_idempotent(store, tmp_path):
     assert "62.0 ± 1.6 (best)" in ui["avg F1 (mean ± std)"].to_list()
     assert {"figures/f1_vs_paper.png", "figures/f1_vs_paper.svg", "figures/seen_vs_unseen.png"} <= {
         a.path for a in client.list_artifacts(parent, "figures")}
+    run = client.get_run(parent)
+    assert run.data.tags["mlflow.note.content"] == to_markdown(first.main)  # the description is the table
+    assert run.data.metrics["f1_avg.CL-ILE"] == pytest.approx(62.0) and run.data.metrics["f1_avg.A0"] == pytest.approx(42.0)
+    assert "f1_avg.A1" not in run.data.metrics  # no finished unit: no number
+    assert row_metric("paper defaults (τ=2)") == "f1_avg.paper defaults _τ_2_"  # MLflow refuses ( = )
+    assert validate_param_and_metric_name(row_metric("paper defaults (τ=2)"))
     units = mlflow.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    by_key = units.set_index("tags.unit_key")["run_id"]
-    stage1 = {a.path for a in client.list_artifacts(by_key["stage1-shared-1"], "figures")}
-    assert {"figures/curves.png", "figures/fig3_identity_embeddings.png", "figures/fig4_au_correlations.png"} <= stage1
-    stage0 = {a.path for a in client.list_artifacts(by_key["stage0-A0-2"], "figures")}
-    assert stage0 == {"figures/curves.png", "figures/curves.svg"}  # no predictions logged for it
+    assert not any(client.list_artifacts(run_id, "figures") for run_id in units["run_id"])  # units draw their own
     assert all(p.stat().st_size > 0 for p in first.files)
+
+
+def test_unit_draws_its_figures_from_its_folder(tmp_path):
+    history = [{"epoch": e, "train_loss": 2.0 / e, "train_bce": 1.0 / e, "val_f1_avg": 30.0 + e, "val_f1_AU1": 20.0 + e}
+               for e in (1, 2)]
+    stage0, stage1 = tmp_path / "stage0", tmp_path / "stage1"
+    stage0.mkdir()
+    assert [p.name for p in figures.unit_figures(stage0, history, AUS, 0.5, "A0 · fold 1")] == ["curves.png", "curves.svg"]
+    stage1.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(stage1 / "predictions.npz", test_probs=rng.random((40, len(AUS))), test_labels=rng.integers(0, 2, (40, len(AUS))))
+    torch.save({"ile": torch.randn(4, len(AUS), 8), "subjects": ["F001", "F002", "M001", "M002"]}, stage1 / "stage1.pt")
+    paths = figures.unit_figures(stage1, history, AUS, 0.5, "CL-ILE · fold 1 · stage I")
+    assert {p.name for p in paths} == {f"{stem}.{ext}" for stem in ("curves", "fig3_identity_embeddings",
+                                       "fig4_au_correlations") for ext in ("png", "svg")}
+    assert all(p.parent == stage1 / "figures" and p.stat().st_size > 1000 for p in paths)
+    curves = figures.training_curves(figures._series(history), "t")
+    assert [len(line.get_xdata()) for line in curves.axes[0].lines] == [2, 2]  # loss and bce over two epochs
 
 
 def test_identity_figure_panels_and_cohesion():

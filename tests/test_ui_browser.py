@@ -67,16 +67,17 @@ def test_ui_shows_parent_nested_units_and_ablation_table(swept, tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "orchestrator.ui", "--port", str(port)], cwd=swept,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
+        printed = [server.stdout.readline() for _ in range(3)]
+        runs_url = printed[2].split("clile-ablation: ")[1].strip()
+        assert runs_url.startswith(f"{url}/#/experiments/") and runs_url.endswith("?workflowType=machine_learning")
         _wait_until_up(url, server)
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
                 page.set_default_timeout(30_000)
-                page.goto(f"{url}/#/experiments", wait_until="domcontentloaded")
-                page.get_by_role("link", name="clile-ablation").first.click()
-                if "/runs" not in page.url:  # MLflow 3 may open the experiment on its GenAI overview
-                    page.goto(page.url.split("?")[0].rstrip("/") + "/runs", wait_until="domcontentloaded")
+                # the address orchestrator.ui prints opens the runs table, not MLflow 3's GenAI overview
+                page.goto(runs_url, wait_until="domcontentloaded")
 
                 parent = page.get_by_role("link", name=re.compile(r"^ablate · synthetic · ")).first
                 parent.wait_for()
@@ -85,6 +86,7 @@ def test_ui_shows_parent_nested_units_and_ablation_table(swept, tmp_path):
                 for child in ("CL-ILE · fold 1 · seed 0 · resnet18 · stage II", "CL-ILE · fold 1 · seed 0 · resnet18 · stage I",
                               "A0+CL-ILE · fold 1 · seed 0 · resnet18 · stage 0"):
                     page.get_by_role("link", name=child, exact=True).first.wait_for()
+                page.get_by_text(re.compile(r"^synthetic \([0-9a-f]{16}\)")).first.wait_for()  # its Dataset column
                 page.screenshot(path=tmp_path / "runs.png")
 
                 parent.click()
@@ -105,4 +107,4 @@ def test_ui_shows_parent_nested_units_and_ablation_table(swept, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
-    assert shot.stat().st_size > 0
+    assert shot.stat().st_size > 0 and (tmp_path / "runs.png").stat().st_size > 0

@@ -1,0 +1,121 @@
+"""What a researcher finds in MLflow after a sweep: the parent's description, per-row metrics and dataset,
+each unit's logged model, a registered model that `mlflow models serve` answers, and the UI's runs-table URL."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
+from sweep_helpers import run, runs, unit_runs
+
+from orchestrator.ui import experiment_links
+
+REGISTERED = "clile-au-test"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("mlflow_views")
+    result = run(cwd, "ablate", "--folds", "1", "--variants", "A0", "CL-ILE", "--register", REGISTERED)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"registered model '{REGISTERED}' version 1" in result.stderr
+    return cwd
+
+
+def _client(cwd: Path) -> MlflowClient:
+    uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def test_parent_has_table_description_row_metrics_and_dataset(swept):
+    client = _client(swept)
+    frame = runs(swept, "clile-ablation")
+    parent = client.get_run(frame[frame["tags.unit_key"].isna()].iloc[0]["run_id"])
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("### Ablation (Table 3)") and "| CL-ILE | ✓ | ✓ | ✓ | ✓ |" in note
+    assert set(parent.data.metrics) == {"f1_avg.A0", "f1_avg.CL-ILE"}
+    assert all(0 <= v <= 100 for v in parent.data.metrics.values())
+    (dataset_input,) = parent.inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    spec = json.loads((swept / "clile_store" / "specs" / f"{frame['tags.unit_key'].dropna().iloc[0]}.json").read_text())
+    assert dataset.name == "synthetic" and dataset.digest == spec["manifest_hash"]  # the hash the unit keys carry
+    assert json.loads(dataset.profile)["num_rows"] == 6 * 12  # subjects x frames of the tiny set
+
+
+def test_units_that_predict_log_an_mlflow_model(swept):
+    client = _client(swept)
+    children = unit_runs(runs(swept, "clile-ablation"))
+    for _, child in children.iterrows():
+        outputs = client.get_run(child["run_id"]).outputs.model_outputs
+        assert len(outputs) == (0 if child["tags.stage"] == "stage1" else 1)  # stage I predicts no AUs
+        if outputs:
+            model = client.get_logged_model(outputs[0].model_id)
+            assert model.source_run_id == child["run_id"] and model.status == LoggedModelStatus.READY
+
+
+def test_registered_model_is_served_and_answers_an_image(swept):
+    _client(swept)
+    port = _free_port()
+    image = next((Path(__file__).resolve().parents[1] / "data" / "synthetic").rglob("*.png"))  # TINY's set
+    # the scoring server runs `uvicorn` from PATH: the venv's bin, as when the venv is activated
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{swept / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{REGISTERED}/1",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=swept, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(f"{url}/ping", server)
+        body = json.dumps({"dataframe_split": {"columns": ["image"],
+                                               "data": [[base64.b64encode(image.read_bytes()).decode()]]}}).encode()
+        request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+    (row,) = answer["predictions"]
+    assert list(row)[:3] == ["AU1", "AU2", "AU4"] and len(row) == 12
+    assert all(0.0 <= p <= 1.0 for p in row.values())
+
+
+def test_ui_prints_the_runs_table_url(swept):
+    client = _client(swept)
+    experiment = client.get_experiment_by_name("clile-ablation")
+    links = experiment_links(f"sqlite:///{swept / 'mlflow.db'}", "http://127.0.0.1:5000")
+    assert links == [f"  clile-ablation: http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
+                     "?workflowType=machine_learning"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.returncode}:\n{server.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"no answer at {url} within {timeout}s")
