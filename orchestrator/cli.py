@@ -18,6 +18,12 @@ from orchestrator.tracking import SweepTracker, default_tracking_uri
 from orchestrator.units import Plan
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def common_parser(prog: str, description: str, default_experiment: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--dataset", default="synthetic", choices=["synthetic", "bp4d", "disfa"])
@@ -32,6 +38,9 @@ def common_parser(prog: str, description: str, default_experiment: str) -> argpa
     parser.add_argument("--address", default=None, help="Ray cluster address (auto or HOST:PORT); default: local")
     parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: one per CPU)")
     parser.add_argument("--gpus-per-trial", type=float, default=0.25, help="GPU fraction for stage I/II trials")
+    parser.add_argument("--cpus-per-gpu-trial", type=_positive_int, default=None,
+                        help="CPUs of a trial on a GPU, its data-loading workers among them (default: the "
+                             "node's CPUs shared evenly among the trials its GPUs hold)")
     parser.add_argument("--retries", type=int, default=1, help="retries of a failing unit before it is reported failed")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (units, cached or not) and exit")
     return parser
@@ -88,7 +97,8 @@ def run_command(
                             "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
     if tracker.resumed:
         print(f"[{plan.command}] resuming unfinished parent run {tracker.parent_id}", file=sys.stderr)
-    options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries)
+    options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries,
+                           cpus_per_gpu_trial=args.cpus_per_gpu_trial)
     error: BaseException | None = None
     try:
         outcome = execute(plan, ctx.store, tracker, options)

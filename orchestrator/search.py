@@ -16,7 +16,7 @@ from ray.tune.search.optuna import OptunaSearch
 from clile_core.config import RunConfig, merge, to_dict
 from clile_core.variants import get_variant
 from orchestrator.cli import Context, run_command
-from orchestrator.execute import run_unit
+from orchestrator.execute import claim_trial_share, run_unit
 from orchestrator.report import print_table
 from orchestrator.resources import init_ray, plan_resources
 from orchestrator.search_space import SEARCH_FILE, apply_sample, describe_sample, load_search_space
@@ -38,9 +38,7 @@ def _fold_units(cfg: RunConfig, fold: int, manifest_hash: str, row: str = "CL-IL
 def search_trainable(config: dict[str, Any]) -> None:
     """One sampled point: stage I + II of CL-ILE per fold (units stored, so reusable), reporting the
     running mean validation F1 after each fold — the resource ASHA allocates."""
-    import torch
-
-    torch.set_num_threads(max(1, int(config["threads"])))
+    claim_trial_share(int(config["threads"]))
     store = ArtifactStore(config["store"])
     cfg = apply_sample(merge(RunConfig(), json.loads(config["base"]), "search base"), config)
     scores, keys = [], []
@@ -108,7 +106,8 @@ def _search(ctx: Context, tracker: SweepTracker, store: ArtifactStore) -> tuple[
     space = load_search_space(ctx.args.space_file)
     num_samples = ctx.args.num_samples or space.num_samples
     cluster = init_ray(ctx.args.address)
-    resources = plan_resources(cluster, "stage2", ctx.args.gpus_per_trial, ctx.args.max_concurrent)
+    resources = plan_resources(cluster, "stage2", ctx.args.gpus_per_trial, ctx.args.max_concurrent,
+                               cpus_per_gpu_trial=ctx.args.cpus_per_gpu_trial)
     tuner = tune.Tuner(
         tune.with_resources(search_trainable, resources.as_ray()),
         param_space={**space.tune_space(), "store": str(store.root), "base": json.dumps(to_dict(ctx.cfg)),
@@ -144,7 +143,8 @@ def report(ctx: Context, plan: Plan, tracker: SweepTracker, outcome) -> None:
     for fold in ctx.args.folds:
         add_variant_fold(final, ctx.cfg, get_variant("CL-ILE"), fold, ctx.manifest_hash, row=PAPER_ROW)
         add_variant_fold(final, apply_sample(ctx.cfg, sample), get_variant("CL-ILE"), fold, ctx.manifest_hash, row=BEST_ROW)
-    options = SweepOptions(ctx.args.dataset, ctx.args.address, ctx.args.max_concurrent, ctx.args.gpus_per_trial, ctx.args.retries)
+    options = SweepOptions(ctx.args.dataset, ctx.args.address, ctx.args.max_concurrent, ctx.args.gpus_per_trial, ctx.args.retries,
+                           cpus_per_gpu_trial=ctx.args.cpus_per_gpu_trial)
     evaluation = execute(final, store, tracker, options)
     outcome.completed |= evaluation.completed
     outcome.failed.update(evaluation.failed)

@@ -27,6 +27,7 @@ class SweepOptions:
     max_concurrent: int | None = None
     gpus_per_trial: float = 0.25
     retries: int = 1
+    cpus_per_gpu_trial: int | None = None
 
 
 @dataclass
@@ -120,7 +121,8 @@ def longest_first(units: list[Unit]) -> list[Unit]:
 
 def _run_level(stage: str, units: list[Unit], store: ArtifactStore, tracker: SweepTracker, options: SweepOptions,
                cluster: dict[str, float], outcome: SweepOutcome, name: str) -> None:
-    resources = plan_resources(cluster, stage, options.gpus_per_trial, options.max_concurrent)
+    resources = plan_resources(cluster, stage, options.gpus_per_trial, options.max_concurrent,
+                               cpus_per_gpu_trial=options.cpus_per_gpu_trial)
     callback = _TrackingCallback(tracker, store, {u.key: u for u in units}, options.dataset, outcome)
     tuner = tune.Tuner(
         tune.with_resources(tune_trainable, resources.as_ray()),

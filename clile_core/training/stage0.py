@@ -12,21 +12,27 @@ from clile_core.atomic import atomic_path
 from clile_core.config import RunConfig
 from clile_core.data.fold_data import FoldData
 from clile_core.data.images import FrameDataset, eval_transform, train_transform
+from clile_core.hardware import images_to, loader_options, prepare_image_model
 from clile_core.model_io import save_model
 from clile_core.models.backbones import create_backbone
 from clile_core.models.encoder import Stage0Model
 from clile_core.training.common import BatchLoss, StageResult, finish_stage
-from clile_core.training.loop import EpochCallback, Evaluation, fit, select_device
+from clile_core.training.loop import EpochCallback, Evaluation, autocast, fit, select_device
 
 BACKBONE_FILE = "backbone.pt"
 
 
-@torch.no_grad()
-def _predict_images(model: Stage0Model, data: FoldData, rows: np.ndarray, cfg: RunConfig, device: torch.device) -> Evaluation:
+def _eval_loader(data: FoldData, rows: np.ndarray, cfg: RunConfig, device: torch.device) -> DataLoader:
     dataset = FrameDataset(data.manifest, data.images_root, rows, data.labels, eval_transform(cfg.data))
-    loader = DataLoader(dataset, batch_size=max(64, cfg.stage0.batch_size), num_workers=cfg.data.num_workers)
-    probs = [torch.sigmoid(model(images.to(device)).float()).cpu() for images, _, _ in loader]
-    return Evaluation(torch.cat(probs).numpy(), data.labels[rows])
+    return DataLoader(dataset, batch_size=max(64, cfg.stage0.batch_size), **loader_options(cfg.data.num_workers, device))
+
+
+@torch.no_grad()
+def _predict_images(model: Stage0Model, loader: DataLoader, data: FoldData, cfg: RunConfig, device: torch.device) -> Evaluation:
+    with autocast(device, cfg.stage0.bf16):
+        probs = [torch.sigmoid(model(images_to(images, device)).float()) for images, _, _ in loader]
+    rows = loader.dataset.rows.numpy()
+    return Evaluation(torch.cat(probs).cpu().numpy(), data.labels[rows])
 
 
 def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochCallback | None = None) -> StageResult:
@@ -34,21 +40,23 @@ def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochC
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     model = Stage0Model(create_backbone(cfg.model.backbone, cfg.model.weights), len(data.au_names)).to(device)
+    model = prepare_image_model(model, device)
     train_set = FrameDataset(data.manifest, data.images_root, data.split.train, data.labels, train_transform(cfg.data))
     loader = DataLoader(
-        train_set, batch_size=cfg.stage0.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
+        train_set, batch_size=cfg.stage0.batch_size, shuffle=True, **loader_options(cfg.data.num_workers, device),
         drop_last=len(train_set) > cfg.stage0.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
     )
+    val_loader = _eval_loader(data, data.split.val, cfg, device)  # built once: its workers persist across epochs
     batch_loss = BatchLoss(cfg, data, device)
 
     def loss_terms(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images, labels, _ = batch
-        bce = batch_loss.bce(model(images.to(device)), labels)
+        bce = batch_loss.bce(model(images_to(images, device)), labels)
         return {"bce": bce, "loss": bce}
 
     fitted = fit(
         "stage0", model, cfg.stage0, lambda: loader, loss_terms,
-        lambda: _predict_images(model, data, data.split.val, cfg, device),
+        lambda: _predict_images(model, val_loader, data, cfg, device),
         data.au_names, cfg.threshold, device, callback,
     )
     out_dir = Path(out_dir)
@@ -56,4 +64,5 @@ def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochC
         torch.save(model.backbone.state_dict(), tmp)
     save_model(out_dir, "stage0", {"head": model.head.state_dict()}, out_dir / BACKBONE_FILE,
                cfg.model, cfg.data, data.au_names, cfg.threshold)
-    return finish_stage("stage0", cfg, data, out_dir, fitted, lambda rows: _predict_images(model, data, rows, cfg, device))
+    return finish_stage("stage0", cfg, data, out_dir, fitted,
+                        lambda rows: _predict_images(model, _eval_loader(data, rows, cfg, device), data, cfg, device))
