@@ -53,11 +53,15 @@ class Size:
     frames: int  # cached frames of the stage-II benchmark
     held_out: int  # validation rows (evaluated every epoch, so few), then test and seen rows
     batch: int  # stage 0's; the BP4D preset's 64 at full size
+    input_size: int  # stage 0's crop of the 240-px JPEGs
     backbones: tuple[str, ...]
+    encoder: tuple[str, ...] = ()  # stage-II overrides of the BP4D preset's encoder (512-d, 2 layers)
 
 
-FULL = Size(images=6144, frames=20000, held_out=64, batch=64, backbones=("resnet18", "resnet50"))
-SMALL = Size(images=48, frames=256, held_out=16, batch=8, backbones=("resnet18",))
+FULL = Size(images=6144, frames=20000, held_out=64, batch=64, input_size=224, backbones=("resnet18", "resnet50"))
+# CI size: checks that every part runs; its rates say nothing about a GPU
+SMALL = Size(images=48, frames=256, held_out=16, batch=8, input_size=112, backbones=("resnet18",),
+             encoder=("model.dim=64", "model.heads=4", "model.ff_dim=128"))
 
 
 def fold_of(n: int, held_out: int, images_root: Path, seed: int = 0) -> FoldData:
@@ -131,9 +135,10 @@ def token_store(path: Path, frames: int, tokens: int, dim: int) -> FeatureStore:
     return store
 
 
-def stage2_rate(fold: FoldData, store: FeatureStore, out: Path, ckpt: Path, device: torch.device, resident: str) -> float:
+def stage2_rate(size: Size, fold: FoldData, store: FeatureStore, out: Path, ckpt: Path, device: torch.device,
+                resident: str) -> float:
     """``train_stage2`` without stage I (no L_Orth): BCE + L_Contra on the BP4D preset's encoder and batch."""
-    cfg = load_run_config("bp4d", None, [*OVERRIDES, f"features.resident={resident}", "stage2.epochs=2",
+    cfg = load_run_config("bp4d", None, [*OVERRIDES, *size.encoder, f"features.resident={resident}", "stage2.epochs=2",
                                          "stage2.use_orth=false", f"device={device.type}"])
     start = time.time()
     result = train_stage2(cfg, fold, store, out, ckpt)
@@ -165,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         write_faces(tmp / "images", size.images)
         fold = fold_of(size.images, size.held_out, tmp / "images")
         print(f"wrote {size.images} 240-px JPEGs in {time.time() - start:.1f}s; {len(fold.split.train)} train stage 0 "
-              f"at 224 px, batch {batch}", flush=True)
+              f"at {size.input_size} px, batch {batch}", flush=True)
         backbones = args.backbones or size.backbones
         for backbone in backbones:
             cfg = load_run_config("bp4d", None, [*OVERRIDES, f"model.backbone={backbone}", f"stage0.batch_size={batch}",
+                                                 f"data.input_size={size.input_size}",
                                                  f"device={device.type}", f"features.cache_dir={tmp / 'features'}"])
             pipeline = stage0_pipeline(cfg, fold, tmp / backbone)
             print(f"  stage 0, {backbone}: pipeline {pipeline:8.1f} images/s, peak {peak_gib(device)}", flush=True)
@@ -185,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         frames = fold_of(size.frames, size.held_out, tmp / "images")
         print(f"stage II on {size.frames} cached frames (ResNet-18 tokens 49x512 fp16, "
               f"{2 * store.views['centre'].nbytes / 2**30:.2f} GiB for two views)", flush=True)
-        streamed = stage2_rate(frames, store, tmp / "s2-stream", ckpt, device, "never")
+        streamed = stage2_rate(size, frames, store, tmp / "s2-stream", ckpt, device, "never")
         peak_gib(device)
-        resident = stage2_rate(frames, store, tmp / "s2-resident", ckpt, device, "always")
+        resident = stage2_rate(size, frames, store, tmp / "s2-resident", ckpt, device, "always")
         print(f"  stage II peak with resident tokens {peak_gib(device)}", flush=True)
         ratios.append(("stage II resident / streamed", resident / streamed, 5.0))
     print("\nratios (measured in this run):")
