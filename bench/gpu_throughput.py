@@ -11,7 +11,7 @@
 Rates come from the second epoch (the first pays worker start-up, cuDNN autotuning and the device copy).
 
     python bench/gpu_throughput.py            # full size, for a GPU (bench/gpu_check.sh)
-    python bench/gpu_throughput.py --small    # CI-sized, runs on CPU in about a minute
+    python bench/gpu_throughput.py --small    # CI-sized, runs on CPU (minutes on 2 cores)
 """
 
 from __future__ import annotations
