@@ -35,14 +35,16 @@ class DataConfig:
     val_fraction: float = 0.15
     seen_fraction: float = 0.1
     split_seed: int = 0
-    num_workers: int = 0
+    # DataLoader worker processes; 'auto': on CUDA the trial's CPU share minus the one that drives the GPU,
+    # on CPU 0 (the trial's CPUs already run the model, workers would only compete for them)
+    num_workers: int | str = "auto"
     synthetic_root: str = "data/synthetic"
     synthetic_subjects: int = 18
     synthetic_frames: int = 80
     synthetic_size: int = 72
     synthetic_seed: int = 0
 
-    _choices = {"dataset": ("synthetic", "bp4d", "disfa"), "au_set": ("bp4d", "disfa")}
+    _choices = {"dataset": ("synthetic", "bp4d", "disfa"), "au_set": ("bp4d", "disfa"), "num_workers": ("auto",)}
     _ranges = {"input_size": (16, 1024), "val_fraction": (0.0, 0.9), "seen_fraction": (0.0, 0.9),
                "num_workers": (0, 64), "synthetic_subjects": (3, 10000), "synthetic_frames": (1, 100000),
                "synthetic_size": (32, 1024)}
@@ -83,6 +85,8 @@ class StageConfig:
     # Which epoch's weights the stage keeps, and what the plateau schedule follows: 'val_f1' = the best
     # validation-F1 epoch (schedule on validation F1); 'last' = the last epoch (schedule on training loss).
     select: str = "val_f1"
+    bf16: bool = True  # bf16 autocast on CUDA (no effect on CPU); off trains in fp32
+    compile: bool = False  # torch.compile the model's submodules (first epoch pays the compilation)
 
     _choices = {"select": ("val_f1", "last")}
     _ranges = {"epochs": (1, 100000), "lr": (1e-9, 10.0), "momentum": (0.0, 0.999), "weight_decay": (0.0, 1.0),
@@ -131,9 +135,13 @@ class FeatureConfig:
     random_crops: int = 0  # K extra fixed random-crop views cached per image besides centre and flip
     cache_dir: str = "clile_store/features"
     dtype: str = "float16"
+    # stages I/II on CUDA: 'auto' keeps the fold's tokens on the GPU when they fit resident_memory of the
+    # trial's GPU share, else streams them from the memory-mapped cache; 'always' forces residence (also on CPU)
+    resident: str = "auto"
+    resident_memory: float = 0.5
 
-    _choices = {"dtype": ("float16", "float32")}
-    _ranges = {"random_crops": (0, 64)}
+    _choices = {"dtype": ("float16", "float32"), "resident": ("auto", "always", "never")}
+    _ranges = {"random_crops": (0, 64), "resident_memory": (0.0, 1.0)}
 
 
 @dataclass
@@ -160,10 +168,11 @@ def _fields(cls: type) -> dict[str, dataclasses.Field]:
 
 def _check_value(cls: type, key: str, value: Any, where: str) -> None:
     choices = getattr(cls, "_choices", {}).get(key)
-    if choices is not None and value not in choices:
+    # a field typed ``int | str`` (data.num_workers) takes a word from _choices or a number in _ranges
+    if choices is not None and isinstance(value, str) and value not in choices:
         raise ConfigError(f"{where}: {value!r} is not allowed; choose one of {list(choices)}")
     bounds = getattr(cls, "_ranges", {}).get(key)
-    if bounds is not None and value is not None and not bounds[0] <= value <= bounds[1]:
+    if bounds is not None and isinstance(value, (int, float)) and not bounds[0] <= value <= bounds[1]:
         raise ConfigError(f"{where}: {value!r} is out of range; allowed [{bounds[0]}, {bounds[1]}]")
 
 

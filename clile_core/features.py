@@ -2,6 +2,10 @@
 
 Key = hash(backbone checkpoint bytes, manifest hash, input/resize size, view set, dtype). A second run
 with the same key loads the tensors (memory-mapped) instead of running the backbone again.
+
+Stages I/II read the cache in one of two ways: streaming, gathering each batch from the memory-mapped
+files on the CPU, or resident (``ResidentFeatures``), the rows they use copied once to the GPU where
+batches are drawn by index; ``for_training`` picks one from the trial's GPU memory budget.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from clile_core.atomic import atomic_dir
-from clile_core.config import RunConfig
+from clile_core.config import FeatureConfig, RunConfig
 from clile_core.data.digests import file_hash
 from clile_core.data.fold_data import FoldData
 from clile_core.data.images import FrameDataset, ViewTransform, view_names
+from clile_core.hardware import gpu_budget_bytes, images_to, loader_options, prepare_image_model
 from clile_core.models.backbones import Backbone
 
 import numpy as np
+
+GPU_EXTRACTION_BATCH = 256  # inference only: a larger batch fills the GPU, the results do not depend on it
 
 
 def cache_key(backbone_hash: str, manifest_hash: str, cfg: RunConfig) -> str:
@@ -57,6 +64,11 @@ class FeatureStore:
     def token_count(self) -> int:
         return next(iter(self.views.values())).shape[1]
 
+    @property
+    def device(self) -> torch.device:
+        """Where gathered batches come from; the memory-mapped cache is on the CPU."""
+        return torch.device("cpu")
+
     def gather(self, rows: np.ndarray | torch.Tensor, view: str = "centre") -> torch.Tensor:
         return self.views[view][torch.as_tensor(rows, dtype=torch.long)].float()
 
@@ -68,6 +80,67 @@ class FeatureStore:
             if pick.any():
                 out[pick] = self.views[name][rows[pick]].float()
         return out
+
+
+class ResidentFeatures(FeatureStore):
+    """Some rows of every view copied once to ``device``: batches are then drawn there by index, with no
+    host-to-device copy and no host synchronisation per step. Same batches as the store it copies."""
+
+    def __init__(self, store: FeatureStore, rows: np.ndarray, names: list[str], device: torch.device, chunk: int = 4096):
+        rows_t = torch.as_tensor(np.sort(rows), dtype=torch.long)
+        first = store.views[names[0]]
+        self.stacked = torch.empty((len(names), len(rows_t), *first.shape[1:]), dtype=first.dtype, device=device)
+        for v, name in enumerate(names):
+            for start in range(0, len(rows_t), chunk):  # chunks bound the host copy the gather makes
+                part = rows_t[start : start + chunk]
+                self.stacked[v, start : start + len(part)] = store.views[name][part].to(device)
+        # manifest row -> position in ``stacked``, -1 if not copied; a host copy checks evaluation requests
+        self.host_slots = torch.full((first.shape[0],), -1, dtype=torch.long)
+        self.host_slots[rows_t] = torch.arange(len(rows_t))
+        self.slots = self.host_slots.to(device)
+        self.names = list(names)
+        super().__init__(store.key, store.path, {name: self.stacked[v] for v, name in enumerate(names)}, store.hit)
+
+    @staticmethod
+    def nbytes(store: FeatureStore, rows: int, names: list[str]) -> int:
+        first = store.views[names[0]]
+        return len(names) * rows * first[0].numel() * first.element_size() + first.shape[0] * 8
+
+    @property
+    def device(self) -> torch.device:
+        return self.stacked.device
+
+    def gather(self, rows: np.ndarray | torch.Tensor, view: str = "centre") -> torch.Tensor:
+        """Evaluation batches: rows given on the host, checked to be resident (slot -1 would wrap around)."""
+        slots = self.host_slots[torch.as_tensor(rows, dtype=torch.long).cpu()]
+        if (slots < 0).any():
+            raise ValueError("rows requested from resident features that were not copied to the device")
+        return self.views[view][slots.to(self.device)].float()
+
+    def gather_mixed(self, rows: torch.Tensor, view_ids: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """Training batches, rows and view ids on the device: one advanced index over (view, slot), without
+        the per-view masks whose .any() would wait for the GPU at every step."""
+        if names != self.names:
+            raise ValueError(f"views {names} requested from resident features holding {self.names}")
+        return self.stacked[view_ids.to(self.device), self.slots[rows.to(self.device)]].float()
+
+
+def for_training(store: FeatureStore, rows: np.ndarray, names: list[str], device: torch.device, cfg: FeatureConfig) -> FeatureStore:
+    """The store stages I/II draw ``rows`` from: resident on ``device`` when ``features.resident`` says so
+    ('always', or 'auto' on CUDA when the copy fits ``resident_memory`` of the trial's GPU share),
+    otherwise ``store`` itself, streamed from disk."""
+    if cfg.resident == "never" or (cfg.resident == "auto" and device.type != "cuda"):
+        return store
+    need = ResidentFeatures.nbytes(store, len(rows), names)
+    if cfg.resident == "auto":
+        budget = gpu_budget_bytes(device, cfg.resident_memory)
+        if need > budget:
+            print(f"[features] streaming from the cache: {len(rows)} rows × {len(names)} views need "
+                  f"{need / 2**30:.2f} GiB, over the GPU budget {budget / 2**30:.2f} GiB "
+                  f"(features.resident_memory={cfg.resident_memory} of the trial's share)", file=sys.stderr)
+            return store
+    print(f"[features] {len(rows)} rows × {len(names)} views resident on {device} ({need / 2**30:.2f} GiB)", file=sys.stderr)
+    return ResidentFeatures(store, rows, names, device)
 
 
 def _load(path: Path, key: str) -> FeatureStore | None:
@@ -106,12 +179,16 @@ def check_space(folder: Path, need: int, what: str) -> None:
 def _compute(backbone: Backbone, data: FoldData, cfg: RunConfig, view: str, device: torch.device) -> torch.Tensor:
     rows = np.arange(len(data.manifest))
     dataset = FrameDataset(data.manifest, data.images_root, rows, data.labels, ViewTransform(cfg.data, view))
-    loader = DataLoader(dataset, batch_size=max(64, cfg.stage0.batch_size), num_workers=cfg.data.num_workers)
+    batch_size = max(GPU_EXTRACTION_BATCH if device.type == "cuda" else 64, cfg.stage0.batch_size)
+    loader = DataLoader(dataset, batch_size=batch_size, **loader_options(cfg.data.num_workers, device))
     dtype = getattr(torch, cfg.features.dtype)
     chunks = []
     for images, _, _ in loader:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            chunks.append(backbone(images.to(device)).to(dtype).cpu())
+            # non-blocking copies back land in pinned memory; the synchronize below makes them readable
+            chunks.append(backbone(images_to(images, device)).to(dtype).to("cpu", non_blocking=True))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return torch.cat(chunks)
 
 
@@ -123,7 +200,7 @@ def load_or_compute(backbone: Backbone, backbone_ckpt: Path, data: FoldData, cfg
     if cached is not None:
         print(f"[features] cache hit {path}", file=sys.stderr)
         return cached
-    backbone = backbone.to(device).eval()
+    backbone = prepare_image_model(backbone.to(device).eval(), device)
     names = view_names(cfg.features.random_crops)
     need = estimated_bytes(backbone, len(data.manifest), len(names), cfg, device)
     check_space(path.parent, need, f"{len(data.manifest)} frames x {len(names)} views, {cfg.features.dtype}")

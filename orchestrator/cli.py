@@ -41,6 +41,9 @@ def common_parser(prog: str, description: str, default_experiment: str) -> argpa
     parser.add_argument("--address", default=None, help="Ray cluster address (auto or HOST:PORT); default: local")
     parser.add_argument("--max-concurrent", type=at_least(1), default=None, help="trials at once (default: one per CPU)")
     parser.add_argument("--gpus-per-trial", type=at_least(0.0, float), default=0.25, help="GPU fraction for stage I/II trials")
+    parser.add_argument("--cpus-per-gpu-trial", type=at_least(1), default=None,
+                        help="CPUs of a trial on a GPU, its data-loading workers among them (default: the "
+                             "node's CPUs shared evenly among the trials its GPUs hold)")
     parser.add_argument("--retries", type=at_least(0), default=1, help="retries of a failing unit before it is reported failed")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (units, cached or not) and exit")
     parser.add_argument("--register", metavar="NAME", help="register the best row's model in the Model Registry as NAME")
@@ -120,7 +123,8 @@ def run_command(
     tracker.log_dataset(args.dataset, resolve_manifest(ctx.cfg.data)[0], ctx.manifest_hash)
     if tracker.resumed:
         print(f"[{plan.command}] resuming unfinished parent run {tracker.parent_id}", file=sys.stderr)
-    options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries)
+    options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries,
+                           cpus_per_gpu_trial=args.cpus_per_gpu_trial)
     # Ray Tune would catch Ctrl-C and end the sweep "normally" (parent FINISHED, units FAILED): let it
     # interrupt the driver instead, so the runs end KILLED and a rerun resumes them.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"

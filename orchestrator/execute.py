@@ -98,12 +98,23 @@ def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
     return record
 
 
+def claim_trial_share(threads: int) -> None:
+    """Inside a Ray trial, hand its share to torch, where clile_core.hardware reads it: the thread count
+    (which also sizes DataLoader workers) and, on a GPU, the memory fraction, so that trials sharing a GPU
+    each stay within theirs (and size device-resident features by it)."""
+    import ray
+
+    torch.set_num_threads(max(1, threads))
+    gpu_share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    if gpu_share > 0 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(min(1.0, float(gpu_share)))
+
+
 def tune_trainable(config: dict[str, Any]) -> None:
     """Ray Tune entry point: ``config`` names the store and the unit key; everything else is in the store."""
     from ray import tune
 
-    threads = int(config.get("threads", 1))
-    torch.set_num_threads(max(1, threads))
+    claim_trial_share(int(config.get("threads", 1)))
     store = ArtifactStore(config["store"])
     unit = store.load_spec(config["unit"])
     run_unit(store, unit, lambda metrics: tune.report(metrics))

@@ -39,17 +39,29 @@ class TrialResources:
         return {"cpu": self.cpu, "gpu": self.gpu}
 
 
-def plan_resources(cluster: dict[str, float], stage: str, gpus_per_trial: float, max_concurrent: int | None) -> TrialResources:
-    """Stage 0 trains the backbone: a whole GPU when there is one. Stages I/II run on cached features:
-    a fraction of one. Without a GPU in the cluster every trial runs on CPU (asking would hang PENDING)."""
+def plan_resources(
+    cluster: dict[str, float], stage: str, gpus_per_trial: float, max_concurrent: int | None,
+    *, cpus_per_gpu_trial: int | None = None,
+) -> TrialResources:
+    """What one trial of ``stage`` asks Ray for, and how many run at once.
+
+    Stage 0 trains the backbone on images: a whole GPU, plus a CPU share for decoding and augmenting
+    them in DataLoader workers (default: the node's CPUs divided by its GPUs). Stages I/II train on
+    cached features: ``gpus_per_trial`` of one GPU and the CPUs that leave every GPU slot a share.
+    ``cpus_per_gpu_trial`` overrides the CPU share of GPU trials. Without a GPU in the cluster (or with
+    ``gpus_per_trial`` 0 for stages I/II) every trial runs on CPU, as many as ``max_concurrent`` (default:
+    one per CPU) — asking for a GPU there would leave the trials PENDING forever.
+    """
     cpus = max(1, int(cluster.get("CPU", 1)))
-    gpus = cluster.get("GPU", 0.0)
-    concurrent = max(1, max_concurrent or cpus)
-    cpu_per_trial = max(1, cpus // concurrent)
-    if gpus < 1:
-        return TrialResources(cpu_per_trial, 0.0, concurrent)
+    gpus = int(cluster.get("GPU", 0.0))  # a trial's GPU fraction never spans GPUs, so count whole ones
     gpu = 1.0 if stage == "stage0" else min(1.0, gpus_per_trial)
-    return TrialResources(cpu_per_trial, gpu, concurrent)
+    if gpus < 1 or gpu <= 0:
+        concurrent = max(1, max_concurrent or cpus)
+        return TrialResources(max(1, cpus // concurrent), 0.0, concurrent)
+    slots = gpus * int(1 / gpu + 1e-9)  # trials the GPUs hold at once
+    share = min(cpus, cpus_per_gpu_trial or max(1, cpus // slots))  # a share above the cluster's CPUs never starts
+    concurrent = max(1, min(slots, cpus // share, max_concurrent or slots))
+    return TrialResources(share, gpu, concurrent)
 
 
 def explain(cluster: dict[str, float], gpus_per_trial: float) -> str:

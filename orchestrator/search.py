@@ -21,7 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 from clile_core.config import RunConfig, merge, to_dict
 from clile_core.variants import get_variant
 from orchestrator.cli import Context, run_command
-from orchestrator.execute import run_unit
+from orchestrator.execute import claim_trial_share, run_unit
 from orchestrator.preflight import at_least
 from orchestrator.report import print_table
 from orchestrator.resources import init_ray, plan_resources
@@ -44,9 +44,7 @@ def _fold_units(cfg: RunConfig, fold: int, seed: int, manifest_hash: str) -> Pla
 def search_trainable(config: dict[str, Any]) -> None:
     """One sampled point: stage I + II of CL-ILE per fold (units stored, so reusable), reporting the
     running mean validation F1 after each fold — the resource ASHA allocates."""
-    import torch
-
-    torch.set_num_threads(max(1, int(config["threads"])))
+    claim_trial_share(int(config["threads"]))
     store = ArtifactStore(config["store"])
     cfg = apply_sample(merge(RunConfig(), json.loads(config["base"]), "search base"), config)
     scores, keys = [], []
@@ -158,7 +156,8 @@ def _search(ctx: Context, plan: Plan, tracker: SweepTracker, store: ArtifactStor
           file=sys.stderr)
     if remaining > 0:
         cluster = init_ray(ctx.args.address)
-        resources = plan_resources(cluster, "stage2", ctx.args.gpus_per_trial, ctx.args.max_concurrent)
+        resources = plan_resources(cluster, "stage2", ctx.args.gpus_per_trial, ctx.args.max_concurrent,
+                                   cpus_per_gpu_trial=ctx.args.cpus_per_gpu_trial)
         # Seeded by how many trials the study holds: a resumed search must not re-draw its first points.
         sampler = optuna.samplers.TPESampler(seed=space.seed + len(study.trials))
         tuner = tune.Tuner(
@@ -206,7 +205,8 @@ def report(ctx: Context, plan: Plan, tracker: SweepTracker, outcome) -> None:
             add_variant_fold(final, ctx.cfg, get_variant("CL-ILE"), fold, ctx.manifest_hash, seed=seed, row=PAPER_ROW)
             add_variant_fold(final, apply_sample(ctx.cfg, sample), get_variant("CL-ILE"), fold, ctx.manifest_hash,
                              seed=seed, row=BEST_ROW)
-    options = SweepOptions(ctx.args.dataset, ctx.args.address, ctx.args.max_concurrent, ctx.args.gpus_per_trial, ctx.args.retries)
+    options = SweepOptions(ctx.args.dataset, ctx.args.address, ctx.args.max_concurrent, ctx.args.gpus_per_trial, ctx.args.retries,
+                           cpus_per_gpu_trial=ctx.args.cpus_per_gpu_trial)
     evaluation = execute(final, store, tracker, options)
     outcome.completed |= evaluation.completed
     outcome.failed.update(evaluation.failed)

@@ -30,6 +30,7 @@ class SweepOptions:
     max_concurrent: int | None = None
     gpus_per_trial: float = 0.25
     retries: int = 1
+    cpus_per_gpu_trial: int | None = None
 
 
 @dataclass
@@ -204,7 +205,8 @@ def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, opt
              cluster: dict[str, float], outcome: SweepOutcome, name: str) -> None:
     """One Tune run over every unit to train: trials start as their upstream completes and a slot is free."""
     stages = {u.stage for u in units}
-    resources = {stage: plan_resources(cluster, stage, options.gpus_per_trial, options.max_concurrent) for stage in stages}
+    resources = {stage: plan_resources(cluster, stage, options.gpus_per_trial, options.max_concurrent,
+                                       cpus_per_gpu_trial=options.cpus_per_gpu_trial) for stage in stages}
     searcher = DagSearcher(units, store, {stage: int(r.cpu) for stage, r in resources.items()})
     requests = {stage: tune.PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}]) for stage, r in resources.items()}
     stage_of = {u.key: u.stage for u in units}

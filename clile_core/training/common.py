@@ -12,7 +12,7 @@ import torch
 
 from clile_core.atomic import atomic_path, write_text
 from clile_core.config import RunConfig, StageConfig, to_dict
-from clile_core.features import FeatureStore
+from clile_core.features import FeatureStore, for_training
 from clile_core.data.fold_data import FoldData
 from clile_core.data.images import view_names
 from clile_core.diagnostics import identity_probe
@@ -37,15 +37,16 @@ class BatchLoss:
     """Eq. 2 for a batch: labels of manifest rows on the device, weights as ``loss_weighting`` says."""
 
     def __init__(self, cfg: RunConfig, data: FoldData, device: torch.device):
-        self.labels = torch.as_tensor(data.labels, dtype=torch.float32)
+        # on the device once, so rows drawn there (resident features) index it without a host round trip
+        self.labels = torch.as_tensor(data.labels, dtype=torch.float32, device=device)
         self.weights_for = bce_weighter(cfg.loss_weighting, data.labels[data.split.train])
         self.device = device
 
     def labels_of(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.labels[rows].to(self.device)
+        return self.labels[rows]
 
     def bce(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        labels = labels.to(self.device)
+        labels = labels.to(self.device, non_blocking=True)
         return weighted_bce(logits.float(), labels, self.weights_for(labels))
 
 
@@ -91,10 +92,15 @@ def final_metrics(fit: FitResult, evaluations: dict[str, Evaluation], au_names: 
 def feature_batches(
     features: FeatureStore, rows: np.ndarray, cfg: StageConfig, generator: torch.Generator, views: list[str]
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled training batches of (tokens, rows), each sample drawn from a random cached view."""
+    """Shuffled training batches of (tokens, rows), each sample drawn from a random cached view.
+
+    The order and views are drawn on the CPU from ``generator`` (so a seed gives the same batches from
+    either store), then moved once per epoch to the store's device, where tokens and rows of a resident
+    store stay.
+    """
     rows_t = torch.as_tensor(rows, dtype=torch.long)
-    order = rows_t[torch.randperm(len(rows_t), generator=generator)]
-    view_ids = torch.randint(len(views), (len(order),), generator=generator)
+    order = rows_t[torch.randperm(len(rows_t), generator=generator)].to(features.device)
+    view_ids = torch.randint(len(views), (len(order),), generator=generator).to(features.device)
     for start in range(0, len(order), cfg.batch_size):
         batch_rows = order[start : start + cfg.batch_size]
         if len(batch_rows) < 2 and len(order) > 1:  # a batch of one breaks the batch statistics of Eq. 2's weights
@@ -105,10 +111,11 @@ def feature_batches(
 @torch.no_grad()
 def map_features(features: FeatureStore, rows: np.ndarray, fn: Callable[[torch.Tensor], torch.Tensor],
                  device: torch.device, batch_size: int = 512) -> np.ndarray:
-    """``fn`` over the centre-view tokens of ``rows``, batched so huge test folds fit in memory."""
-    outputs = [fn(features.gather(rows[start : start + batch_size]).to(device)).float().cpu()
+    """``fn`` over the centre-view tokens of ``rows``, batched so huge test folds fit in memory; the outputs
+    are read back to the host once, not per batch."""
+    outputs = [fn(features.gather(rows[start : start + batch_size]).to(device)).float()
                for start in range(0, len(rows), batch_size)]
-    return torch.cat(outputs).numpy()
+    return torch.cat(outputs).cpu().numpy()
 
 
 def evaluate_features(
@@ -129,18 +136,25 @@ def fit_on_features(
     lr_scales: dict[str, float] | None = None,
 ) -> tuple[FitResult, Scores]:
     """Stages I and II: shuffled batches of cached views, validation on the centre view; returns the
-    fit and the scorer the final evaluation uses."""
+    fit and the scorer the final evaluation uses.
+
+    The training and validation rows may be made resident on the device for the fit (``for_training``);
+    the final evaluation of the test and seen rows streams from ``features``, once.
+    """
     generator = torch.Generator().manual_seed(cfg.seed)
     views = view_names(cfg.features.random_crops)
+    fit_rows = np.union1d(data.split.train, data.split.val)
+    train_store = for_training(features, fit_rows, views, device, cfg.features)
 
-    def scores(rows: np.ndarray) -> Evaluation:
-        return evaluate_features(features, rows, data.labels, logits, device)
+    def scores_from(store: FeatureStore) -> Scores:
+        return lambda rows: evaluate_features(store, rows, data.labels, logits, device)
 
     fitted = fit(
-        stage, model, stage_cfg, lambda: feature_batches(features, data.split.train, stage_cfg, generator, views),
-        loss_terms, lambda: scores(data.split.val), data.au_names, cfg.threshold, device, callback, lr_scales=lr_scales,
+        stage, model, stage_cfg, lambda: feature_batches(train_store, data.split.train, stage_cfg, generator, views),
+        loss_terms, lambda: scores_from(train_store)(data.split.val), data.au_names, cfg.threshold, device, callback,
+        lr_scales=lr_scales,
     )
-    return fitted, scores
+    return fitted, scores_from(features)
 
 
 Embed = Callable[[np.ndarray], np.ndarray]

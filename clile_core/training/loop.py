@@ -1,5 +1,9 @@
 """The epoch loop every stage shares: SGD, plateau schedule on validation F1, best-epoch selection,
-non-finite loss detection, and per-epoch metrics delivered to a callback."""
+non-finite loss detection, and per-epoch metrics delivered to a callback.
+
+On a GPU the loop never waits for it within an epoch: loss terms are summed on the device and read
+(and checked for NaN/inf) once per epoch, so the host queues the next steps while the GPU runs.
+"""
 
 from __future__ import annotations
 
@@ -45,14 +49,36 @@ def make_reproducible(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, bf16: bool = True) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
-def check_finite(terms: dict[str, torch.Tensor], stage: str, epoch: int, step: int) -> None:
+def add_terms(sums: dict[str, torch.Tensor], terms: dict[str, torch.Tensor]) -> None:
+    """Running sums of the loss terms, kept on the device (reading them would wait for the GPU)."""
     for name, value in terms.items():
-        if not torch.isfinite(value).all():
-            raise NonFiniteLossError(f"{stage}: loss term {name} became {value.item()} at epoch {epoch}, step {step}")
+        value = value.detach().float()
+        sums[name] = sums[name] + value if name in sums else value
+
+
+def epoch_means(sums: dict[str, torch.Tensor], steps: int, stage: str, epoch: int) -> dict[str, float]:
+    """``train_<term>`` means, read in one device-to-host copy. A NaN or inf at any step of the epoch
+    leaves that term's sum non-finite, so the check names the term and the epoch (not the step)."""
+    if not sums:
+        return {}
+    totals = torch.stack(list(sums.values())).tolist()
+    for name, total in zip(sums, totals):
+        if not math.isfinite(total):
+            raise NonFiniteLossError(
+                f"{stage}: loss term {name} became {total} at epoch {epoch} (summed over its {steps} steps; "
+                "checked once per epoch)"
+            )
+    return {f"train_{name}": total / max(steps, 1) for name, total in zip(sums, totals)}
+
+
+def compile_submodules(model: nn.Module) -> None:
+    """torch.compile in place; the stages call the model's parts (backbone, encoder), not the wrapper."""
+    for child in model.children():
+        child.compile()
 
 
 @dataclass
@@ -103,27 +129,27 @@ def fit(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min" if keep_last else "max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )
+    if cfg.compile:
+        compile_submodules(model)
     result = FitResult(best_epoch=-1, best_val_f1=-math.inf)
     best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, cfg.epochs + 1):
         start = time.time()
         model.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         steps = 0
         for steps, batch in enumerate(train_batches(), start=1):
-            with autocast(device):
+            with autocast(device, cfg.bf16):
                 terms = loss_terms(batch)
-            check_finite(terms, stage, epoch, steps)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            add_terms(sums, terms)
+        metrics = epoch_means(sums, steps, stage, epoch)
         model.eval()
         per_au, val_avg = validate().f1(threshold)
-        metrics = {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
         scheduler.step(metrics["train_loss"] if keep_last else val_avg)
         metrics.update(f1_table(per_au, au_names, prefix="val_"))
         metrics["lr"] = optimizer.param_groups[0]["lr"]

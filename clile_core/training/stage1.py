@@ -46,7 +46,7 @@ def train_stage1(
     s1 = cfg.stage1
     model = IdentityModel(features.token_dim, features.token_count, len(data.split.train_subjects), len(data.au_names),
                           cfg).to(device)
-    subject_of = torch.as_tensor(data.subject_index(range(len(data.manifest))))
+    subject_of = torch.as_tensor(data.subject_index(range(len(data.manifest))), device=device)
     batch_loss = BatchLoss(cfg, data, device)
 
     def loss_terms(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
