@@ -8,7 +8,6 @@ import math
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch

@@ -16,7 +16,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import (DatasetInput, InputTag, LoggedModelOutput, LoggedModelStatus, Metric, Param,
-                             RunStatus, RunTag)
+                             RunStatus)
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 import clile_core

@@ -1,10 +1,14 @@
-"""Running orchestrator commands as subprocesses at tiny sizes, and reading what they left behind."""
+"""Running orchestrator commands as subprocesses at tiny sizes, reading what they left behind, and the
+loopback servers (MLflow UI, model server, S3, Ray) some tests start."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -39,3 +43,25 @@ def unit_runs(frame: pd.DataFrame) -> pd.DataFrame:
 
 def completed_units(store: Path, stage: str | None = None) -> list[str]:
     return sorted(p.parent.name for p in (store / "units").glob("*/unit.json") if stage is None or p.parent.name.startswith(stage))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
+    """Until ``url`` answers 200; fails at once with the server's output if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            output = server.stdout.read()[-3000:] if server.stdout else ""
+            raise RuntimeError(f"the server exited with code {server.returncode}:\n{output}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"no answer at {url} within {timeout}s")

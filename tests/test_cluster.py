@@ -15,7 +15,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sweep_helpers import free_port
 
 RAY = Path(sys.executable).with_name("ray")
 VARIANTS = ["A0", "CL-ILE"]
@@ -39,11 +39,6 @@ print(json.dumps([{"id": n["NodeID"], "alive": n["Alive"], "cpu": n["Resources"]
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(not RAY.exists(), reason=f"no ray CLI beside {sys.executable}")]
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -117,7 +112,7 @@ def ray_cluster(tmp_path):
     # A short private temp dir: Ray's unix socket paths live under it and must stay under 108 bytes.
     root = Path(tempfile.mkdtemp(prefix="clile-ray-", dir="/tmp"))
     temp_dirs = {"head": root / "h", "worker": root / "w"}
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=100000000"]
     cluster = Cluster(address, env, temp_dirs)

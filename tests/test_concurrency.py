@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 
-import pytest
 from sweep_helpers import command, completed_units, run, runs, unit_runs
 
 from clile_core.config import RunConfig

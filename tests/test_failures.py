@@ -4,7 +4,6 @@ data-loss and path-escape cases refused outright."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from sweep_helpers import free_port
 from test_importers import write_bp4d
 
 from clile_core import predict as predict_cli
@@ -31,11 +31,6 @@ TINY_SETS = [f"data.synthetic_root={REPO / 'data' / 'synthetic'}", "data.synthet
              "data.synthetic_frames=12", "data.synthetic_size=40", "data.input_size=32"]
 TINY = [arg for pair in TINY_SETS for arg in ("--set", pair)]
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _one_error(capsys) -> str:
@@ -131,7 +126,7 @@ def test_argument_ranges_are_checked_at_parsing(capsys, main, flag, value):
 
 
 @pytest.mark.parametrize("flags, fragment", [
-    (lambda tmp: ["--address", f"127.0.0.1:{_free_port()}"], "no Ray cluster answers there"),
+    (lambda tmp: ["--address", f"127.0.0.1:{free_port()}"], "no Ray cluster answers there"),
     (lambda tmp: ["--address", "nonsense"], "expected HOST:PORT"),
     (lambda tmp: ["--tracking-uri", "sqlite:////proc/clile/x.db"], "does not exist"),
     (lambda tmp: ["--tracking-uri", "sqlite:////proc/x.db"], "cannot write the database /proc/x.db"),

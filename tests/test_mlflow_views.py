@@ -7,10 +7,8 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
-from sweep_helpers import run, runs, unit_runs
+from sweep_helpers import free_port, run, runs, unit_runs, wait_for_http
 
 from orchestrator.ui import experiment_links
 
@@ -68,7 +66,7 @@ def test_units_that_predict_log_an_mlflow_model(swept):
 
 def test_registered_model_is_served_and_answers_an_image(swept):
     _client(swept)
-    port = _free_port()
+    port = free_port()
     image = next((Path(__file__).resolve().parents[1] / "data" / "synthetic").rglob("*.png"))  # TINY's set
     # the scoring server runs `uvicorn` from PATH: the venv's bin, as when the venv is activated
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{swept / 'mlflow.db'}",
@@ -78,7 +76,7 @@ def test_registered_model_is_served_and_answers_an_image(swept):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait(f"{url}/ping", server)
+        wait_for_http(f"{url}/ping", server)
         body = json.dumps({"dataframe_split": {"columns": ["image"],
                                                "data": [[base64.b64encode(image.read_bytes()).decode()]]}}).encode()
         request = urllib.request.Request(f"{url}/invocations", body, {"Content-Type": "application/json"})
@@ -100,22 +98,3 @@ def test_ui_prints_the_runs_table_url(swept):
     assert links == [f"  clile-ablation: http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}"
                      "?workflowType=machine_learning"]
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with code {server.returncode}:\n{server.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"no answer at {url} within {timeout}s")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweep_helpers import command
+from sweep_helpers import command, free_port
 from test_cluster import ray_cluster  # noqa: F401  (fixture)
 
 from clile_core.config import RunConfig
@@ -26,16 +26,10 @@ BUCKET = "clile-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3():
     """A moto S3 server on loopback with one bucket; yields a function making store URIs under it."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     saved = {k: os.environ.get(k) for k in CREDENTIALS}

@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from sweep_helpers import free_port, wait_for_http
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline, sandbox-free headless Chromium (CI containers run as root and have no network).
@@ -29,26 +27,6 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} missing: apt-get install chromium", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until_up(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the UI exited with code {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"the UI did not answer at {url} within {timeout}s")
-
-
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> Path:
     """A folder holding mlflow.db and mlartifacts/ from ``orchestrator.ablate`` on tiny synthetic data."""
@@ -61,7 +39,7 @@ def swept(tmp_path_factory) -> Path:
 
 
 def test_ui_shows_parent_nested_units_and_ablation_table(swept, tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # its own session: the server's workers are stopped with it as one process group
     server = subprocess.Popen([sys.executable, "-m", "orchestrator.ui", "--port", str(port)], cwd=swept,
@@ -70,7 +48,7 @@ def test_ui_shows_parent_nested_units_and_ablation_table(swept, tmp_path):
         printed = [server.stdout.readline() for _ in range(3)]
         runs_url = printed[2].split("clile-ablation: ")[1].strip()
         assert runs_url.startswith(f"{url}/#/experiments/") and runs_url.endswith("?workflowType=machine_learning")
-        _wait_until_up(url, server)
+        wait_for_http(f"{url}/health", server, timeout=120)
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
