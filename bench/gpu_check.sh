@@ -6,7 +6,8 @@
 #     bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
 #
 # Uses .venv/bin/python when the repo has one (make setup), else python3 (an image with PyTorch: the
-# core needs torch, torchvision, numpy, pandas, pillow, pyyaml, matplotlib, tabulate and pytest, not Ray).
+# core needs torch, torchvision, numpy, pandas, pillow, pyyaml, matplotlib, tabulate, scikit-learn, scipy
+# and pytest, not Ray).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=python3
