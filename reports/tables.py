@@ -115,8 +115,13 @@ def paired_differences(cells: pd.DataFrame, rows: list[str], baseline: str, colu
     return pd.DataFrame.from_dict(records, orient="index", columns=["diff", "low", "high", "pairs"])
 
 
-def _difference_text(diff: pd.Series) -> str:
+BASELINE = "baseline"
+
+
+def _difference_text(diff: pd.Series, row: str, baseline: str) -> str:
     """'+1.2 [−0.5, +2.9]' with '*' when the interval excludes 0; the mean alone with one pair."""
+    if row == baseline:
+        return BASELINE
     if math.isnan(diff["diff"]):
         return MISSING
     if math.isnan(diff["low"]):
@@ -173,7 +178,7 @@ def ablation_table(summary: Summary, variants: dict[str, Variant], total_folds: 
         paper_avg = float(paper.get(row, np.nan))
         diff = differences.loc[row]
         rows.append([row, *marks, _mean_std_text(summary, row), _folds_text(summary, row, total_folds), fmt(paper_avg),
-                     _difference_text(diff)])
+                     _difference_text(diff, row, baseline)])
         records.append({"variant": row, **switches, "avg": summary.mean.at[row, "avg"],
                         "avg_std": summary.std.at[row, "avg"], "folds": int(summary.folds.at[row]), "paper": paper_avg,
                         "diff": diff["diff"], "diff_low": diff["low"], "diff_high": diff["high"]})
@@ -194,7 +199,7 @@ def backbones_table(summary: Summary, total_folds: int, paper: pd.Series, datase
         paper_avg = float(paper.get(row, np.nan))
         diff = differences.loc[row]
         rows.append([row, _mean_std_text(summary, row), _folds_text(summary, row, total_folds), fmt(paper_avg),
-                     _difference_text(diff)])
+                     _difference_text(diff, row, baseline)])
         records.append({"backbone": row, "avg": summary.mean.at[row, "avg"], "avg_std": summary.std.at[row, "avg"],
                         "folds": int(summary.folds.at[row]), "paper": paper_avg, "diff": diff["diff"],
                         "diff_low": diff["low"], "diff_high": diff["high"]})

@@ -45,6 +45,12 @@ def completed_units(store: Path, stage: str | None = None) -> list[str]:
     return sorted(p.parent.name for p in (store / "units").glob("*/unit.json") if stage is None or p.parent.name.startswith(stage))
 
 
+def main_table(stdout: str) -> str:
+    """A command's printed table without the identity diagnostics under it, whose "—" marks rows without a
+    stage I rather than missing cells."""
+    return stdout.split("### Identity diagnostics")[0]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

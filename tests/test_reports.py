@@ -90,7 +90,7 @@ def _row(table, label: str) -> list[str]:
 def test_ablation_table_exact_numbers_and_missing_cells(report):
     table = report.tables["ablation"]
     assert [r[0] for r in table.rows] == ["A0", "A1", "A4", "CL-ILE"]  # the variants file's order
-    assert _row(table, "A0")[1:] == ["–", "–", "–", "–", "42.0 ± 2.0", "2/3", "61.8", MISSING]
+    assert _row(table, "A0")[1:] == ["–", "–", "–", "–", "42.0 ± 2.0", "2/3", "61.8", "baseline"]
     # CL-ILE − A0 on the folds both have: 20 and 18 -> mean 19, sd √2, 95 % t(1 df) = 12.706 · √2/√2
     assert _row(table, "CL-ILE")[1:] == ["✓", "✓", "✓", "✓", f"62.0 ± {math.sqrt(8 / 3):.1f}", "3/3", "64.6",
                                          "+19.0 [+6.3, +31.7]*"]
@@ -127,8 +127,14 @@ def test_seeds_are_separate_cells(tmp_path):
 
 
 def _runs(client: MlflowClient, exp: str) -> pd.DataFrame:
+    """The runs as ``mlflow.search_runs`` frames them, without moving the module's global tracking URI (the
+    shared ``store`` fixture's builds rely on it)."""
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(client.tracking_uri)
-    return mlflow.search_runs([exp], output_format="pandas")
+    try:
+        return mlflow.search_runs([exp], output_format="pandas")
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def test_identity_table_means_and_gap(report):
@@ -225,7 +231,8 @@ def test_build_logs_tables_and_figures_and_is_idempotent(store, tmp_path):
     assert {"figures/f1_vs_paper.png", "figures/f1_vs_paper.svg", "figures/seen_vs_unseen.png"} <= {
         a.path for a in client.list_artifacts(parent, "figures")}
     run = client.get_run(parent)
-    assert run.data.tags["mlflow.note.content"] == to_markdown(first.main)  # the description is the table
+    assert run.data.tags["mlflow.note.content"] == first.markdown()  # the description: the table and diagnostics
+    assert first.markdown().startswith(to_markdown(first.main)) and "### Identity diagnostics" in first.markdown()
     assert run.data.metrics["f1_avg.CL-ILE"] == pytest.approx(62.0) and run.data.metrics["f1_avg.A0"] == pytest.approx(42.0)
     assert "f1_avg.A1" not in run.data.metrics  # no finished unit: no number
     assert row_metric("paper defaults (τ=2)") == "f1_avg.paper defaults _τ_2_"  # MLflow refuses ( = )
