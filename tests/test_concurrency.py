@@ -21,6 +21,9 @@ from orchestrator.tracking import DRIVER_TAG, SweepTracker
 from orchestrator.units import Plan, add_variant_fold
 
 SWEEP = ("--folds", "1", "--variants", "A0", "CL-ILE")  # 3 units: stage 0, stage I, stage II
+# Ctrl-C must land while stage I trains: at the tiny sizes one epoch takes milliseconds, so stage I gets
+# enough epochs to last seconds on an idle machine (the watcher polls every 0.3 s).
+INTERRUPTED = (*SWEEP, "--set", "stage1.epochs=400")
 
 
 def test_liveness_of_driver_identities():
@@ -109,7 +112,7 @@ def _sigint_when(proc: subprocess.Popen, cwd, stage: str) -> None:
 
 
 def test_ctrl_c_kills_parent_and_children_and_a_rerun_resumes_them(tmp_path):
-    proc = subprocess.Popen(command("ablate", *SWEEP), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(command("ablate", *INTERRUPTED), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _sigint_when(proc, tmp_path, "stage1")
     _, err = proc.communicate(timeout=120)
@@ -120,7 +123,7 @@ def test_ctrl_c_kills_parent_and_children_and_a_rerun_resumes_them(tmp_path):
     assert frame[frame["tags.unit_key"].isna()].iloc[0]["status"] == "KILLED"
     assert "KILLED" in set(unit_runs(frame)["status"])  # the interrupted stage-I unit
 
-    result = run(tmp_path, "ablate", *SWEEP)
+    result = run(tmp_path, "ablate", *INTERRUPTED)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming unfinished parent run" in result.stderr
     frame = runs(tmp_path, "clile-ablation")
