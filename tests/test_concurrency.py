@@ -101,21 +101,26 @@ def test_two_sweeps_at_once_share_units_and_both_finish(tmp_path):
     assert "database is locked" not in outputs[0][1] + outputs[1][1]
 
 
-def _sigint_when(proc: subprocess.Popen, cwd, stage: str) -> None:
-    """SIGINT once a unit of ``stage`` is training (its workspace exists), as Ctrl-C in a terminal does:
-    to the whole foreground process group. The store is watched, not MLflow, whose first reader would
-    race the driver's schema migration."""
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None and not list((cwd / "clile_store" / "units").glob(f".tmp-{stage}-*")):
-        time.sleep(0.3)
+def _sigint_when(proc: subprocess.Popen, started: str) -> str:
+    """SIGINT once the driver reports that the unit named ``started`` began training, as Ctrl-C in a terminal
+    does: to the whole foreground process group. Returns the stderr read so far. The driver's own line is
+    watched, not the store (a workspace's place is the store's business) nor MLflow (whose first reader
+    would race the driver's schema migration)."""
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("[sweep] start") and line.rstrip().endswith(started):
+            break
     os.killpg(proc.pid, signal.SIGINT)
+    return "".join(seen)
 
 
 def test_ctrl_c_kills_parent_and_children_and_a_rerun_resumes_them(tmp_path):
     proc = subprocess.Popen(command("ablate", *INTERRUPTED), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    _sigint_when(proc, tmp_path, "stage1")
-    _, err = proc.communicate(timeout=120)
+    head = _sigint_when(proc, "stage I")
+    _, rest = proc.communicate(timeout=120)
+    err = head + rest
     assert proc.returncode == 130, err[-3000:]
     assert "KILLED; rerun the same command to resume" in err and "Traceback" not in err
     frame = runs(tmp_path, "clile-ablation")
