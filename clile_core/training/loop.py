@@ -132,7 +132,7 @@ def fit(
     if cfg.compile:
         compile_submodules(model)
     result = FitResult(best_epoch=-1, best_val_f1=-math.inf)
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = None if keep_last else copy.deepcopy(model.state_dict())  # "last" never restores one
     for epoch in range(1, cfg.epochs + 1):
         start = time.time()
         model.train()
