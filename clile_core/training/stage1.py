@@ -62,9 +62,8 @@ def train_stage1(
                                      lambda t: au_logits(model.encoder(t), model.mean_ile()), device, callback,
                                      lr_scales={"ile": s1.ile_lr_scale})
     out_dir = Path(out_dir)
-    with atomic_path(out_dir / STAGE1_FILE) as tmp:
-        torch.save({"encoder": model.encoder.state_dict(), "ile": model.ile.detach().cpu(),
-                    "subjects": data.split.train_subjects}, tmp)
     ile = model.ile.detach().cpu()
+    with atomic_path(out_dir / STAGE1_FILE) as tmp:
+        torch.save({"encoder": model.encoder.state_dict(), "ile": ile, "subjects": data.split.train_subjects}, tmp)
     return finish_stage("stage1", cfg, data, out_dir, fitted, scores, embed=lambda rows: map_features(
         features, rows, model.encoder, device), extra=ile_silhouettes(ile.numpy()))
