@@ -118,6 +118,11 @@ def paired_differences(cells: pd.DataFrame, rows: list[str], baseline: str, colu
 BASELINE = "baseline"
 
 
+def _excludes_zero(diff: pd.Series) -> bool:
+    """The 95 % interval lies wholly above or below 0 (NaN bounds, i.e. no interval, never do)."""
+    return bool(diff["low"] > 0 or diff["high"] < 0)
+
+
 def _difference_text(diff: pd.Series, row: str, baseline: str) -> str:
     """'+1.2 [−0.5, +2.9]' with '*' when the interval excludes 0; the mean alone with one pair."""
     if row == baseline:
@@ -126,12 +131,11 @@ def _difference_text(diff: pd.Series, row: str, baseline: str) -> str:
         return MISSING
     if math.isnan(diff["low"]):
         return f"{diff['diff']:+.1f}"
-    excludes = diff["low"] > 0 or diff["high"] < 0
-    return f"{diff['diff']:+.1f} [{diff['low']:+.1f}, {diff['high']:+.1f}]" + ("*" if excludes else "")
+    return f"{diff['diff']:+.1f} [{diff['low']:+.1f}, {diff['high']:+.1f}]" + ("*" if _excludes_zero(diff) else "")
 
 
 def _difference_note(differences: pd.DataFrame, baseline: str) -> str:
-    excluding = [row for row, d in differences.iterrows() if not math.isnan(d["low"]) and (d["low"] > 0 or d["high"] < 0)]
+    excluding = [row for row, d in differences.iterrows() if _excludes_zero(d)]
     said = ", ".join(excluding) if excluding else "none"
     return (f"Δ vs {baseline}: mean paired difference of avg F1 over the same (fold, seed) runs with its 95 % "
             f"t-interval; * = the interval excludes 0 (here: {said}).")
