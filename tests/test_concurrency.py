@@ -117,7 +117,9 @@ def _sigint_when(proc: subprocess.Popen, started: str) -> str:
 
 def test_ctrl_c_kills_parent_and_children_and_a_rerun_resumes_them(tmp_path):
     proc = subprocess.Popen(command("ablate", *INTERRUPTED), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            # a job started in the background by a shell inherits SIGINT ignored: undo that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     head = _sigint_when(proc, "stage I")
     _, rest = proc.communicate(timeout=120)
     err = head + rest
