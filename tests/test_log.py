@@ -1,0 +1,16 @@
+import logging
+
+from clile_core.log import get_logger
+
+
+def test_lines_carry_the_component_and_go_to_the_current_stderr(capsys):
+    get_logger("features").info("cache hit %s", "x.npy")
+    get_logger("sweep").warning("unit A0 failed")
+    assert capsys.readouterr().err.splitlines() == ["[features] cache hit x.npy", "[sweep] unit A0 failed"]
+
+
+def test_only_the_clile_tree_is_configured(capsys):
+    get_logger("run")
+    logging.getLogger("mlflow.test").info("not ours")  # the root logger stays at WARNING: nothing printed
+    assert logging.getLogger("clile").propagate is False
+    assert capsys.readouterr().err == ""
