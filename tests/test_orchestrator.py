@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -13,8 +15,11 @@ from sweep_helpers import command, completed_units, run, runs, unit_runs
 
 from clile_core.config import RunConfig, to_dict
 from orchestrator.resources import explain, plan_resources
+from orchestrator.store import ArtifactStore
 from orchestrator.sweep import longest_first
 from orchestrator.units import Unit
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +49,29 @@ def test_ablation_trains_each_shared_stage_once(ablation):
         assert "curves.png" in drawn and ("fig3_identity_embeddings.png" in drawn) == key.startswith("stage1")
     client = mlflow.MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
     assert {a.path for a in client.list_artifacts(children.iloc[0]["run_id"], "figures")} >= {"figures/curves.png"}
+
+
+def golden_of(stdout: str, store: Path) -> tuple[str, dict[str, dict[str, float]]]:
+    """What must not change: the printed tables and every unit's test/seen average F1 (4 decimals), by unit name."""
+    units = {}
+    for key in completed_units(store):
+        record, name = json.loads((store / "units" / key / "unit.json").read_text()), ArtifactStore(store).load_spec(key).name()
+        units[name] = {m: round(record["metrics"][m], 4) for m in ("test_f1_avg", "seen_f1_avg")}
+    return stdout, dict(sorted(units.items()))
+
+
+def test_ablation_matches_the_golden_table(ablation):
+    """Behaviour unchanged: the tiny 3-fold ablation (all three stages) prints the table and trains the units it
+    did at the commit that stored tests/golden/. After an intended change of results, regenerate with
+    ``CLILE_REGEN_GOLDEN=1 python -m pytest -q tests/test_orchestrator.py -k golden`` and commit the diff."""
+    cwd, result = ablation
+    table, units = golden_of(result.stdout, cwd / "clile_store")
+    if os.environ.get("CLILE_REGEN_GOLDEN"):
+        GOLDEN.mkdir(exist_ok=True)
+        (GOLDEN / "ablation_tiny_table.md").write_text(table)
+        (GOLDEN / "ablation_tiny_units.json").write_text(json.dumps(units, indent=1, ensure_ascii=False) + "\n")
+    assert table == (GOLDEN / "ablation_tiny_table.md").read_text()
+    assert units == json.loads((GOLDEN / "ablation_tiny_units.json").read_text())
 
 
 def test_child_runs_carry_names_params_metrics_and_tags(ablation):
