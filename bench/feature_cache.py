@@ -24,7 +24,7 @@ from clile_core.data.fold_data import FoldData, load_fold_data
 from clile_core.data.images import ViewTransform
 from clile_core.features import FeatureStore
 from clile_core.models.backbones import create_backbone, load_weights
-from clile_core.pipeline import stage0_features
+from clile_core.stages import stage0_features
 from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
 from clile_core.training.stage2 import train_stage2
 from clile_core.variants import get_variant
@@ -85,7 +85,7 @@ def main() -> None:
         live = LiveFeatures(backbone, data, cfg, list(cached.views), (cached.token_count, cached.token_dim))
         epoch_seconds = {}
         for label, features in (("cached", cached), ("uncached", live)):
-            result = train_stage2(cfg, data, features, Path(tmp) / f"stage2-{label}", ckpt)
+            result = train_stage2(cfg, data, features, Path(tmp) / f"stage2-{label}", backbone_ckpt=ckpt)
             epoch_seconds[label] = statistics.median(row["epoch_seconds"] for row in result.history)
             print(f"stage II per epoch, {label:8s}: {epoch_seconds[label]:.2f}s (median of {len(result.history)})")
         print(f"ratio uncached / cached: {epoch_seconds['uncached'] / epoch_seconds['cached']:.1f}x")

@@ -39,7 +39,7 @@ from clile_core.hardware import images_to, loader_workers, prepare_image_model
 from clile_core.losses import selective_learning_weights, weighted_bce
 from clile_core.models.backbones import create_backbone
 from clile_core.models.encoder import Stage0Model
-from clile_core.pipeline import stage0_features
+from clile_core.stages import stage0_features
 from clile_core.training.loop import Evaluation, fit, select_device
 from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
 from clile_core.training.stage2 import train_stage2
@@ -118,8 +118,8 @@ def stage0_ceiling(cfg: RunConfig, steps: int, device: torch.device) -> float:
         return {"bce": bce, "loss": bce}
 
     validation = Evaluation(np.full((2, AUS), 0.5), np.array([[1] * AUS, [0] * AUS]))
-    result = fit("ceiling", model, cfg.stage0, lambda: [(images, labels)] * steps, terms, lambda: validation,
-                 [f"AU{i}" for i in range(AUS)], 0.5, device)
+    result = fit(model, cfg.stage0, stage="ceiling", train_batches=lambda: [(images, labels)] * steps, loss_terms=terms,
+                 validate=lambda: validation, au_names=[f"AU{i}" for i in range(AUS)], threshold=0.5, device=device)
     return second_epoch_rate(result.history, steps * cfg.stage0.batch_size)
 
 
@@ -141,7 +141,7 @@ def stage2_rate(size: Size, fold: FoldData, store: FeatureStore, out: Path, ckpt
     cfg = load_run_config("bp4d", None, [*OVERRIDES, *size.encoder, f"features.resident={resident}", "stage2.epochs=2",
                                          "stage2.use_orth=false", f"device={device.type}"])
     start = time.time()
-    result = train_stage2(cfg, fold, store, out, ckpt)
+    result = train_stage2(cfg, fold, store, out, backbone_ckpt=ckpt)
     steps = -(-len(fold.split.train) // cfg.stage2.batch_size)
     print(f"  stage II, {resident:6s} tokens: {second_epoch_rate(result.history, steps):8.1f} steps/s "
           f"(batch {cfg.stage2.batch_size}; whole run with set-up {time.time() - start:.1f}s)", flush=True)

@@ -26,7 +26,7 @@ WEIGHTS = "weights.pt"
 
 
 def save_model(
-    out_dir: Path, kind: str, weights: dict[str, object], backbone_ckpt: Path, model_cfg: ModelConfig,
+    out_dir: Path, *, kind: str, weights: dict[str, object], backbone_ckpt: Path, model_cfg: ModelConfig,
     data_cfg: DataConfig, au_names: list[str], threshold: float,
 ) -> None:
     """kind 'stage0': weights {head}; kind 'clile': weights {encoder, au_embeddings}."""

@@ -12,9 +12,12 @@ import yaml
 from clile_core.atomic import write_text
 from clile_core.config import ConfigError, load_run_config, to_dict
 from clile_core.data.manifest import ManifestError
+from clile_core.log import get_logger
 from clile_core.pipeline import run_fold
 from clile_core.tables import f1_rows
 from clile_core.variants import get_variant
+
+log = get_logger("run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = Path(args.out or f"runs/{args.dataset}_fold{args.fold}_{args.variant}_{time.strftime('%Y%m%d-%H%M%S')}")
     write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(variant.apply(cfg)), sort_keys=False))
-    print(f"[run] {args.variant} · {args.dataset} fold {args.fold} · {cfg.model.backbone} -> {run_dir}", file=sys.stderr)
+    log.info(f"{args.variant} · {args.dataset} fold {args.fold} · {cfg.model.backbone} -> {run_dir}")
     start = time.time()
     try:
         fold_run = run_fold(cfg, variant, args.fold, run_dir)

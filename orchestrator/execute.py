@@ -14,13 +14,8 @@ import torch
 
 from clile_core.atomic import write_text
 from clile_core.data.fold_data import load_fold_data
-from clile_core.data.digests import file_hash
-from clile_core.features import cache_key
 from clile_core.model_io import MODEL_JSON
-from clile_core.pipeline import stage0_features
-from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
-from clile_core.training.stage1 import train_stage1
-from clile_core.training.stage2 import train_stage2
+from clile_core.stages import get_stage
 from orchestrator.store import UNIT_RECORD, ArtifactStore
 from orchestrator.units import Unit
 
@@ -65,23 +60,16 @@ def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
     from orchestrator.au_model import save_unit_model
     from reports.figures import unit_figures
 
+    stage = get_stage(unit.stage)
+    upstream = {name: store.unit_dir(key) for name, key in unit.upstream.items()}
+    if store.remote:  # this node's cache may lack the features an upstream unit provides
+        for name, path in upstream.items():
+            for key in get_stage(name).cache_keys(cfg, data, path):
+                store.fetch_features(key)
     with store.workspace(unit) as workdir:
-        if unit.stage == "stage0":
-            result = train_stage0(cfg, data, workdir, on_epoch)
-            # Features are part of the stage-0 unit so the stage I/II units of a fold, which may run
-            # concurrently, all find them cached instead of racing to compute them.
-            store.publish_features(stage0_features(cfg, data, workdir).key)
-        else:
-            stage0_dir = store.unit_dir(unit.upstream["stage0"])
-            if store.remote:
-                store.fetch_features(cache_key(file_hash(stage0_dir / BACKBONE_FILE), data.manifest_hash, cfg))
-            features = stage0_features(cfg, data, stage0_dir)
-            if unit.stage == "stage1":
-                result = train_stage1(cfg, data, features, workdir, on_epoch)
-            else:
-                stage1 = unit.upstream.get("stage1")
-                result = train_stage2(cfg, data, features, workdir, stage0_dir / BACKBONE_FILE,
-                                      store.unit_dir(stage1) if stage1 else None, on_epoch)
+        result = stage.run(cfg, data, upstream, workdir, on_epoch)
+        for key in stage.build_caches(cfg, data, workdir):
+            store.publish_features(key)
         record = {
             "key": unit.key, "stage": unit.stage, "fold": unit.fold, "metrics": result.metrics,
             "history": result.history, "train_seconds": time.time() - start, "host": socket.gethostname(),

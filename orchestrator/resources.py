@@ -6,6 +6,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from clile_core.stages import get_stage
 from orchestrator.execute import FAIL_ENV
 
 
@@ -45,16 +46,16 @@ def plan_resources(
 ) -> TrialResources:
     """What one trial of ``stage`` asks Ray for, and how many run at once.
 
-    Stage 0 trains the backbone on images: a whole GPU, plus a CPU share for decoding and augmenting
-    them in DataLoader workers (default: the node's CPUs divided by its GPUs). Stages I/II train on
-    cached features: ``gpus_per_trial`` of one GPU and the CPUs that leave every GPU slot a share.
+    A stage that trains on images (stage 0: the backbone) gets a whole GPU, plus a CPU share for decoding
+    and augmenting them in DataLoader workers (default: the node's CPUs divided by its GPUs). The others
+    (stages I/II) train on cached features: ``gpus_per_trial`` of one GPU and the CPUs that leave every GPU slot a share.
     ``cpus_per_gpu_trial`` overrides the CPU share of GPU trials. Without a GPU in the cluster (or with
     ``gpus_per_trial`` 0 for stages I/II) every trial runs on CPU, as many as ``max_concurrent`` (default:
     one per CPU) — asking for a GPU there would leave the trials PENDING forever.
     """
     cpus = max(1, int(cluster.get("CPU", 1)))
     gpus = int(cluster.get("GPU", 0.0))  # a trial's GPU fraction never spans GPUs, so count whole ones
-    gpu = 1.0 if stage == "stage0" else min(1.0, gpus_per_trial)
+    gpu = 1.0 if get_stage(stage).on_images else min(1.0, gpus_per_trial)
     if gpus < 1 or gpu <= 0:
         concurrent = max(1, max_concurrent or cpus)
         return TrialResources(max(1, cpus // concurrent), 0.0, concurrent)

@@ -19,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from clile_core.config import RunConfig, merge, to_dict
+from clile_core.log import get_logger
 from clile_core.variants import get_variant
 from orchestrator.cli import Context, run_command
 from orchestrator.execute import claim_trial_share, run_unit
@@ -29,16 +30,25 @@ from orchestrator.search_space import SEARCH_FILE, apply_sample, describe_sample
 from orchestrator.store import ArtifactStore
 from orchestrator.sweep import SweepOptions, execute, sweep_key
 from orchestrator.tracking import SweepTracker
-from orchestrator.units import Plan, add_variant_fold
+from orchestrator.units import Plan, Unit, add_variant_fold
 
 METRIC = "val_f1_avg"  # mean over folds of the best-epoch validation F1: test subjects never enter it
 PAPER_ROW, BEST_ROW = "paper defaults", "search best"
+log = get_logger("search")
+SHARED_VARIANT = "A0"  # its units (stage 0) are trained once by the sweep and shared by every trial
 
 
-def _fold_units(cfg: RunConfig, fold: int, seed: int, manifest_hash: str) -> Plan:
+def _fold_units(cfg: RunConfig, fold: int, seed: int, manifest_hash: str, variant: str = "CL-ILE") -> Plan:
     plan = Plan("search")
-    add_variant_fold(plan, cfg, get_variant("CL-ILE"), fold, manifest_hash, seed=seed)
+    add_variant_fold(plan, cfg, get_variant(variant), fold, manifest_hash, seed=seed)
     return plan
+
+
+def _trial_units(plan: Plan, cfg: RunConfig, fold: int, seed: int, manifest_hash: str) -> list[Unit]:
+    """The units of ``plan`` a trial trains: all but the shared ones ``build_plan`` trained before (A0's:
+    the sampled keys never enter their key), upstream first."""
+    shared = _fold_units(cfg, fold, seed, manifest_hash, SHARED_VARIANT).units
+    return [unit for unit in plan.ordered() if unit.key not in shared]
 
 
 def search_trainable(config: dict[str, Any]) -> None:
@@ -51,7 +61,7 @@ def search_trainable(config: dict[str, Any]) -> None:
     for done, fold in enumerate(json.loads(config["folds"]), start=1):
         for seed in json.loads(config["seeds"]):
             plan = _fold_units(cfg, fold, seed, config["manifest_hash"])
-            for unit in plan.levels()[1] + plan.levels()[2]:
+            for unit in _trial_units(plan, cfg, fold, seed, config["manifest_hash"]):
                 store.save_spec(unit)
                 run_unit(store, unit, lambda metrics: None)
                 keys.append(unit.key)
@@ -106,7 +116,7 @@ def build_plan(ctx: Context) -> Plan:
     plan = Plan("search")
     for fold in ctx.args.folds:
         for seed in ctx.seeds:
-            add_variant_fold(plan, ctx.cfg, get_variant("A0"), fold, ctx.manifest_hash, seed=seed)
+            add_variant_fold(plan, ctx.cfg, get_variant(SHARED_VARIANT), fold, ctx.manifest_hash, seed=seed)
     return plan
 
 
@@ -152,12 +162,16 @@ def _search(ctx: Context, plan: Plan, tracker: SweepTracker, store: ArtifactStor
     url, name = study_storage(ctx.tracking_uri), study_name(ctx, plan)
     study, ended = open_study(url, name)
     remaining = num_samples - ended
-    print(f"[search] study '{name}' in {url}: {ended} trial(s) already ended, {max(remaining, 0)} to run",
-          file=sys.stderr)
+    log.info(f"study '{name}' in {url}: {ended} trial(s) already ended, {max(remaining, 0)} to run")
     if remaining > 0:
         cluster = init_ray(ctx.args.address)
-        resources = plan_resources(cluster, "stage2", ctx.args.gpus_per_trial, ctx.args.max_concurrent,
-                                   cpus_per_gpu_trial=ctx.args.cpus_per_gpu_trial)
+        # a trial trains its units one after another, so it asks for what the most demanding of them needs
+        fold, seed = ctx.args.folds[0], ctx.seeds[0]
+        trial_stages = {u.stage for u in _trial_units(_fold_units(ctx.cfg, fold, seed, ctx.manifest_hash), ctx.cfg,
+                                                      fold, seed, ctx.manifest_hash)}
+        resources = max((plan_resources(cluster, stage, ctx.args.gpus_per_trial, ctx.args.max_concurrent,
+                                        cpus_per_gpu_trial=ctx.args.cpus_per_gpu_trial) for stage in sorted(trial_stages)),
+                        key=lambda r: (r.gpu, r.cpu))
         # Seeded by how many trials the study holds: a resumed search must not re-draw its first points.
         sampler = optuna.samplers.TPESampler(seed=space.seed + len(study.trials))
         tuner = tune.Tuner(
@@ -194,7 +208,7 @@ def report(ctx: Context, plan: Plan, tracker: SweepTracker, outcome) -> None:
     store = ctx.store
     found = _search(ctx, plan, tracker, store)
     if found is None:
-        print("no trial completed every fold: nothing to evaluate", file=sys.stderr)
+        log.warning("no trial completed every fold: nothing to evaluate")
         return
     sample, val = found
     print(f"\nbest point (mean validation F1 {val:.1f} over folds {ctx.args.folds}): {describe_sample(sample)}")

@@ -15,12 +15,13 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from clile_core.models.backbones import parameter_count
+from clile_core.stages import STAGES, get_stage, stage_order
 from orchestrator.execute import REUSED, tune_trainable
 from orchestrator.progress import Progress
 from orchestrator.resources import explain, init_ray, plan_resources, warn
 from orchestrator.store import ArtifactStore
 from orchestrator.tracking import SweepTracker
-from orchestrator.units import STAGE_LABELS, STAGES, Plan, Unit
+from orchestrator.units import Plan, Unit
 
 
 @dataclass
@@ -143,12 +144,12 @@ def longest_first(units: list[Unit]) -> list[Unit]:
     swin_t started last would run alone while the other slots idle). Stage-0 cost is proxied by the
     backbone's parameter count and dominates; stages I/II train on cached features and cost alike, so
     among them a unit with a longer chain below it goes first (it unlocks more work), else order is kept."""
-    sizes = {u.backbone: parameter_count(u.backbone) for u in units if u.stage == "stage0"}
+    sizes = {u.backbone: parameter_count(u.backbone) for u in units if get_stage(u.stage).on_images}
     below = _downstream(units)
     height: dict[str, int] = {}
-    for unit in reversed(sorted(units, key=lambda u: STAGES.index(u.stage))):
+    for unit in reversed(sorted(units, key=lambda u: stage_order(u.stage))):
         height[unit.key] = 1 + max((height[k] for k in below[unit.key]), default=0)
-    return sorted(units, key=lambda u: (sizes.get(u.backbone, 0) if u.stage == "stage0" else 0, height[u.key]),
+    return sorted(units, key=lambda u: (sizes.get(u.backbone, 0) if get_stage(u.stage).on_images else 0, height[u.key]),
                   reverse=True)
 
 
@@ -172,7 +173,7 @@ class DagSearcher(Searcher):
 
     def _drop_blocked(self) -> None:
         live = {u.key for u in self.queued} | set(self.running.values())
-        for unit in sorted(self.queued, key=lambda u: STAGES.index(u.stage)):  # upstream before downstream
+        for unit in sorted(self.queued, key=lambda u: stage_order(u.stage)):  # upstream before downstream
             lost = [k for k in unit.upstream.values() if k not in live and not self.store.is_complete(k)]
             if lost:
                 self.skipped[unit.key] = lost[0]
@@ -253,7 +254,7 @@ def execute(plan: Plan, store: ArtifactStore, tracker: SweepTracker, options: Sw
     if pending:
         cluster = init_ray(options.address)
         warn(explain(cluster, options.gpus_per_trial))
-        counts = ", ".join(f"{sum(u.stage == s for u in pending)} {STAGE_LABELS[s]}" for s in STAGES)
+        counts = ", ".join(f"{sum(u.stage == name for u in pending)} {stage.label}" for name, stage in STAGES.items())
         warn(f"{len(pending)} unit(s) to train ({counts}), {len(plan.units) - len(pending)} reused")
         _run_dag(pending, store, tracker, options, cluster, outcome, f"{plan.command}-{time.strftime('%Y%m%d-%H%M%S')}")
     for key, upstream in outcome.skipped.items():

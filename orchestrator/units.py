@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clile_core.config import RunConfig, flatten, to_dict
+from clile_core.stages import STAGES, final_stage, fold_stages, get_stage
 from clile_core.variants import Variant
 
-STAGES = ("stage0", "stage1", "stage2")
-STAGE_LABELS = {"stage0": "stage 0", "stage1": "stage I", "stage2": "stage II"}
 _PATH_KEYS = {"data.synthetic_root", "data.manifest", "data.images", "data.num_workers", "features.cache_dir", "device",
               "deterministic"}
 _SHARED = ("features.random_crops", "features.dtype", "loss_weighting", "threshold", "seed")
@@ -26,10 +25,7 @@ _SHARED = ("features.random_crops", "features.dtype", "loss_weighting", "thresho
 def _stage_config(cfg: RunConfig, stage: str) -> dict[str, Any]:
     """The config values a stage's output depends on; paths and devices are excluded (they differ per machine)."""
     flat = {k: v for k, v in flatten(cfg).items() if k not in _PATH_KEYS}
-    if stage == "stage0":
-        sections = ("data.", "model.backbone", "model.weights", "stage0.")
-    else:
-        sections = ("model.", stage + ".")
+    sections = get_stage(stage).key_sections
     return {k: v for k, v in flat.items() if k.startswith(sections) or k in _SHARED}
 
 
@@ -65,7 +61,7 @@ class Unit:
 
     def name(self) -> str:
         label = "+".join(self.variants) if self.variants else self.backbone
-        return f"{label} · fold {self.fold} · seed {self.seed} · {self.backbone} · {STAGE_LABELS[self.stage]}"
+        return f"{label} · fold {self.fold} · seed {self.seed} · {self.backbone} · {get_stage(self.stage).label}"
 
     def to_json(self) -> dict[str, Any]:
         return {"stage": self.stage, "fold": self.fold, "config": self.config, "upstream": self.upstream,
@@ -93,6 +89,10 @@ class Plan:
     def levels(self) -> list[list[Unit]]:
         return [[u for u in self.units.values() if u.stage == stage] for stage in STAGES]
 
+    def ordered(self) -> list[Unit]:
+        """Every unit, upstream stages first."""
+        return [unit for level in self.levels() for unit in level]
+
     def mark_final(self, row: str, fold: int, unit: Unit) -> None:
         self.cells[(row, fold, unit.seed)] = unit.key
         if row not in unit.final_for:
@@ -106,13 +106,10 @@ def add_variant_fold(plan: Plan, cfg: RunConfig, variant: Variant, fold: int, ma
     unit's key, so units are shared between variants per seed, never across seeds."""
     cfg = dataclasses.replace(variant.apply(cfg), seed=seed)
     as_dict = to_dict(cfg)
-    stage0 = plan.add(Unit("stage0", fold, as_dict, {}, manifest_hash), variant.name)
-    final = stage0
-    if variant.stage2:
-        upstream = {"stage0": stage0.key}
-        if variant.stage1:
-            stage1 = plan.add(Unit("stage1", fold, as_dict, {"stage0": stage0.key}, manifest_hash), variant.name)
-            upstream["stage1"] = stage1.key
-        final = plan.add(Unit("stage2", fold, as_dict, upstream, manifest_hash), variant.name)
+    added: dict[str, Unit] = {}
+    for stage in fold_stages(variant):
+        upstream = {name: added[name].key for name in stage.upstream_in(added)}
+        added[stage.name] = plan.add(Unit(stage.name, fold, as_dict, upstream, manifest_hash), variant.name)
+    final = added[final_stage(variant).name]
     plan.mark_final(row or variant.name, fold, final)
     return final

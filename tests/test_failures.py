@@ -230,8 +230,9 @@ def model_dir(tmp_path) -> Path:
     torch.save(backbone.state_dict(), out / "backbone.pt")
     from clile_core.config import DataConfig, ModelConfig
 
-    save_model(out, "stage0", {"head": Stage0Model(backbone, 12).head.state_dict()}, out / "backbone.pt",
-               ModelConfig(), DataConfig(input_size=32), au_names("bp4d"), 0.5)
+    save_model(out, kind="stage0", weights={"head": Stage0Model(backbone, 12).head.state_dict()},
+               backbone_ckpt=out / "backbone.pt", model_cfg=ModelConfig(), data_cfg=DataConfig(input_size=32),
+               au_names=au_names("bp4d"), threshold=0.5)
     return out
 
 

@@ -12,7 +12,7 @@ import torch
 
 from clile_core.config import FeatureConfig, RunConfig, StageConfig, load_run_config
 from clile_core.features import FeatureStore, ResidentFeatures, for_training
-from clile_core.training.common import BatchLoss, evaluate_features, feature_batches, fit_on_features
+from clile_core.training.common import BatchLoss, StageRun, evaluate_features, feature_batches, fit_on_features
 from clile_core.training.loop import NonFiniteLossError, fit
 from clile_core.variants import get_variant
 
@@ -35,7 +35,7 @@ def _fold(frames: int = 40, aus: int = 3) -> SimpleNamespace:
 
 def _batches(store: FeatureStore, rows: np.ndarray, epochs: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(3)
-    return [b for _ in range(epochs) for b in feature_batches(store, rows, StageConfig(batch_size=5), gen, VIEWS)]
+    return [b for _ in range(epochs) for b in feature_batches(store, rows, cfg=StageConfig(batch_size=5), generator=gen, views=VIEWS)]
 
 
 def test_resident_batches_equal_streamed_batches_for_a_seed():
@@ -53,8 +53,8 @@ def test_resident_evaluation_matches_and_refuses_rows_not_copied():
     store, fold = _store(), _fold()
     resident = ResidentFeatures(store, fold.split.val, VIEWS, CPU)
     logits = lambda tokens: tokens.mean(dim=1)[:, :3]
-    a = evaluate_features(store, fold.split.val, fold.labels, logits, CPU, batch_size=4)
-    b = evaluate_features(resident, fold.split.val, fold.labels, logits, CPU, batch_size=4)
+    a = evaluate_features(store, fold.split.val, labels=fold.labels, logits_fn=logits, device=CPU, batch_size=4)
+    b = evaluate_features(resident, fold.split.val, labels=fold.labels, logits_fn=logits, device=CPU, batch_size=4)
     np.testing.assert_array_equal(a.probs, b.probs)
     with pytest.raises(ValueError, match="not copied"):
         resident.gather(fold.split.test)
@@ -78,8 +78,9 @@ def test_fit_on_features_gives_identical_numbers_resident_or_streamed():
         model = torch.nn.Linear(4, 3)
         loss = BatchLoss(cfg, fold, CPU)
         terms = lambda batch: {"bce": (bce := loss.bce(model(batch[0]).mean(dim=1), loss.labels_of(batch[1]))), "loss": bce}
-        fitted, scores = fit_on_features("stage2", model, StageConfig(epochs=3, lr=0.1, batch_size=5), cfg, fold, store,
-                                         terms, lambda t: model(t).mean(dim=1), CPU, None)
+        fitted, scores = fit_on_features(StageRun("stage2", cfg, fold, CPU), model,
+                                         stage_cfg=StageConfig(epochs=3, lr=0.1, batch_size=5), features=store,
+                                         loss_terms=terms, logits=lambda t: model(t).mean(dim=1))
         histories.append(([{k: v for k, v in h.items() if k != "epoch_seconds"} for h in fitted.history],
                           scores(fold.split.test).probs))
     assert histories[0][0] == histories[1][0]
@@ -93,7 +94,8 @@ def test_a_non_finite_term_in_a_later_step_is_named_with_its_epoch():
     terms = lambda batch: {"contra": torch.tensor(next(values)), "loss": model(batch[0]).sum()}
     evaluation = SimpleNamespace(f1=lambda threshold: (np.zeros(1), 0.0))
     with pytest.raises(NonFiniteLossError, match=r"stage2: loss term contra became inf at epoch 1 \(summed over its 3 steps"):
-        fit("stage2", model, StageConfig(epochs=2), batches, terms, lambda: evaluation, ["AU1"], 0.5, CPU)
+        fit(model, StageConfig(epochs=2), stage="stage2", train_batches=batches, loss_terms=terms,
+            validate=lambda: evaluation, au_names=["AU1"], threshold=0.5, device=CPU)
 
 
 def test_epoch_loss_is_the_mean_of_the_steps():
@@ -101,8 +103,8 @@ def test_epoch_loss_is_the_mean_of_the_steps():
     values = iter([1.0, 2.0, 6.0])
     terms = lambda batch: {"bce": torch.tensor(next(values)), "loss": model(batch[0]).sum() * 0}
     evaluation = SimpleNamespace(f1=lambda threshold: (np.zeros(1), 0.0))
-    result = fit("stage1", model, StageConfig(epochs=1), lambda: [(torch.ones(1, 2),)] * 3, terms, lambda: evaluation,
-                 ["AU1"], 0.5, CPU)
+    result = fit(model, StageConfig(epochs=1), stage="stage1", train_batches=lambda: [(torch.ones(1, 2),)] * 3,
+                 loss_terms=terms, validate=lambda: evaluation, au_names=["AU1"], threshold=0.5, device=CPU)
     assert result.history[0]["train_bce"] == pytest.approx(3.0) and result.history[0]["train_loss"] == 0.0
 
 
@@ -142,8 +144,9 @@ def test_compiled_fit_on_cuda_matches_eager():
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).to(cuda)
         terms = lambda batch: {"loss": torch.nn.functional.binary_cross_entropy_with_logits(model(batch[0]).float(), batch[1])}
-        result = fit("stage1", model, StageConfig(epochs=2, lr=0.1, compile=compiled, bf16=False), lambda: batches, terms,
-                     lambda: evaluation, ["a", "b", "c"], 0.5, cuda)
+        result = fit(model, StageConfig(epochs=2, lr=0.1, compile=compiled, bf16=False), stage="stage1",
+                     train_batches=lambda: batches, loss_terms=terms, validate=lambda: evaluation,
+                     au_names=["a", "b", "c"], threshold=0.5, device=cuda)
         losses[compiled] = [h["train_loss"] for h in result.history]
         assert set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}  # compiled in place: same keys
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)

@@ -13,10 +13,11 @@ from clile_core import predict as predict_cli
 from clile_core import run as run_cli
 from clile_core.config import load_run_config
 from clile_core.data.fold_data import load_fold_data
-from clile_core.features import load_or_compute
+from clile_core.features import FeatureStore, load_or_compute
 from clile_core.metrics import f1_per_au
 from clile_core.models.backbones import create_backbone
-from clile_core.pipeline import run_fold, stage0_features
+from clile_core.pipeline import run_fold
+from clile_core.stages import stage0_features
 from clile_core.training.common import PREDICTIONS_FILE
 from clile_core.training.loop import Evaluation, NonFiniteLossError, fit
 from clile_core.config import StageConfig
@@ -38,6 +39,12 @@ def trained(tmp_path_factory):
     epochs: list[tuple[str, int, dict]] = []
     fold_run = run_fold(cfg, get_variant("CL-ILE"), 1, out, lambda stage, epoch, m: epochs.append((stage, epoch, m)))
     return cfg, out, fold_run, epochs
+
+
+def features_of(trained) -> FeatureStore:
+    """The run's stage-0 features, from the cache its stages I/II filled."""
+    cfg, out, fold_run, _ = trained
+    return stage0_features(cfg, fold_run.data, out / "stage0")
 
 
 def test_all_three_stages_write_their_outputs(trained):
@@ -72,12 +79,12 @@ def test_test_subjects_never_in_training_or_validation(trained):
 
 def test_feature_cache_hits_on_second_run_without_running_the_backbone(trained, monkeypatch):
     cfg, out, fold_run, _ = trained
-    assert fold_run.features is not None and fold_run.features.hit is False
     calls = []
     monkeypatch.setattr("clile_core.features._compute", lambda *a, **k: calls.append(a) or torch.zeros(1))
     again = stage0_features(cfg, fold_run.data, out / "stage0")
-    assert again.hit and again.key == fold_run.features.key and not calls
-    assert torch.equal(again.views["centre"], fold_run.features.views["centre"])
+    assert again.hit and not calls
+    # stages I and II of the run read one entry: computed by the first, found by the second
+    assert [p.parent.name for p in (out / "features").glob("*/meta.json")] == [again.key]
     assert set(again.views) == {"centre", "flip"}
 
 
@@ -87,7 +94,7 @@ def test_feature_cache_key_changes_with_the_backbone_checkpoint(trained, tmp_pat
     backbone = create_backbone(cfg.model.backbone)
     torch.save(backbone.state_dict(), other)
     fresh = load_or_compute(backbone, other, fold_run.data, cfg, torch.device("cpu"))
-    assert fresh.key != fold_run.features.key and not fresh.hit
+    assert fresh.key != features_of(trained).key and not fresh.hit
 
 
 def test_predict_matches_the_trained_model_on_a_test_image(trained, capsys):
@@ -120,7 +127,8 @@ def test_fit_fails_with_the_name_of_a_non_finite_loss_term():
     batches = lambda: [(torch.ones(1, 2),)]
     terms = lambda batch: {"orth": torch.tensor(float("nan")), "loss": model(batch[0]).sum()}
     with pytest.raises(NonFiniteLossError, match="stage2: loss term orth became nan at epoch 1"):
-        fit("stage2", model, StageConfig(epochs=1), batches, terms, None, ["AU1"], 0.5, torch.device("cpu"))
+        fit(model, StageConfig(epochs=1), stage="stage2", train_batches=batches, loss_terms=terms, validate=None,
+            au_names=["AU1"], threshold=0.5, device=torch.device("cpu"))
 
 
 def test_fit_scales_the_learning_rate_of_named_parameters():
@@ -130,8 +138,9 @@ def test_fit_scales_the_learning_rate_of_named_parameters():
         start = model.bias.detach().clone()
         terms = lambda batch: {"loss": model(batch[0]).sum()}
         evaluation = lambda: Evaluation(np.zeros((1, 1)), np.zeros((1, 1)))
-        fit("stage1", model, StageConfig(epochs=1, lr=0.01, weight_decay=0.0, grad_clip=None), lambda: [(torch.ones(1, 2),)],
-            terms, evaluation, ["AU1"], 0.5, torch.device("cpu"), lr_scales=scales)
+        fit(model, StageConfig(epochs=1, lr=0.01, weight_decay=0.0, grad_clip=None), stage="stage1",
+            train_batches=lambda: [(torch.ones(1, 2),)], loss_terms=terms, validate=evaluation, au_names=["AU1"],
+            threshold=0.5, device=torch.device("cpu"), lr_scales=scales)
         return (model.bias.detach() - start).item()
 
     assert bias_step({"bias": 20.0}) == pytest.approx(20 * bias_step({}), rel=1e-5)
@@ -181,7 +190,7 @@ def test_stage1_without_id_loss_is_eq3_without_its_id_term(trained, tmp_path):
     cfg, _, fold_run, _ = trained
     a2 = get_variant("A2").apply(cfg)
     a2 = dataclasses.replace(a2, stage1=dataclasses.replace(a2.stage1, epochs=1))
-    result = train_stage1(a2, fold_run.data, fold_run.features, tmp_path)
+    result = train_stage1(a2, fold_run.data, features_of(trained), tmp_path)
     epoch = result.history[0]
     assert "train_id" not in epoch
     assert epoch["train_loss"] == pytest.approx(a2.stage1.lam * epoch["train_bce"], rel=1e-5)
@@ -198,7 +207,8 @@ def test_no_held_out_frames_means_no_seen_metrics_and_no_probe(trained, tmp_path
                               stage2=dataclasses.replace(cfg.stage2, epochs=1))
     data = load_fold_data(cfg.data, 1, cfg.features.cache_dir)
     assert len(data.split.seen) == 0 and len(data.split.train) > len(fold_run.data.split.train)
-    result = train_stage2(cfg, data, fold_run.features, tmp_path, out / "stage0" / "backbone.pt", out / "stage1")
+    result = train_stage2(cfg, data, features_of(trained), tmp_path, backbone_ckpt=out / "stage0" / "backbone.pt",
+                          stage1_dir=out / "stage1")
     assert "test_f1_avg" in result.metrics and not any(k.startswith(("seen_", "id_probe")) for k in result.metrics)
     assert set(np.load(tmp_path / PREDICTIONS_FILE).files) == {"test_probs", "test_labels", "test_rows"}
 
@@ -218,5 +228,6 @@ def test_the_same_unit_twice_gives_identical_metrics(trained, tmp_path):
     weights = [torch.load(tmp_path / d / "backbone.pt", weights_only=True) for d in ("s0_a", "s0_b")]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-    one, two = (train_stage1(cfg, fold_run.data, fold_run.features, tmp_path / f"s1_{k}") for k in "ab")
+    features = features_of(trained)
+    one, two = (train_stage1(cfg, fold_run.data, features, tmp_path / f"s1_{k}") for k in "ab")
     assert one.metrics == two.metrics

@@ -50,6 +50,18 @@ class BatchLoss:
         return weighted_bce(logits.float(), labels, self.weights_for(labels))
 
 
+@dataclass(frozen=True)
+class StageRun:
+    """What a stage's trainer hands the shared pieces below: its name, the run config, the fold, the
+    device and the epoch callback."""
+
+    stage: str
+    cfg: RunConfig
+    data: FoldData
+    device: torch.device
+    callback: EpochCallback | None = None
+
+
 @dataclass
 class StageResult:
     stage: str
@@ -90,7 +102,7 @@ def final_metrics(fit: FitResult, evaluations: dict[str, Evaluation], au_names: 
 
 
 def feature_batches(
-    features: FeatureStore, rows: np.ndarray, cfg: StageConfig, generator: torch.Generator, views: list[str]
+    features: FeatureStore, rows: np.ndarray, *, cfg: StageConfig, generator: torch.Generator, views: list[str]
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled training batches of (tokens, rows), each sample drawn from a random cached view.
 
@@ -109,7 +121,7 @@ def feature_batches(
 
 
 @torch.no_grad()
-def map_features(features: FeatureStore, rows: np.ndarray, fn: Callable[[torch.Tensor], torch.Tensor],
+def map_features(features: FeatureStore, rows: np.ndarray, fn: Callable[[torch.Tensor], torch.Tensor], *,
                  device: torch.device, batch_size: int = 512) -> np.ndarray:
     """``fn`` over the centre-view tokens of ``rows``, batched so huge test folds fit in memory; the outputs
     are read back to the host once, not per batch."""
@@ -119,21 +131,21 @@ def map_features(features: FeatureStore, rows: np.ndarray, fn: Callable[[torch.T
 
 
 def evaluate_features(
-    features: FeatureStore, rows: np.ndarray, labels: np.ndarray, logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    features: FeatureStore, rows: np.ndarray, *, labels: np.ndarray, logits_fn: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device, batch_size: int = 512,
 ) -> Evaluation:
     """Probabilities on the centre view of ``rows``."""
-    return Evaluation(map_features(features, rows, lambda t: torch.sigmoid(logits_fn(t)), device, batch_size), labels[rows])
+    probs = map_features(features, rows, lambda t: torch.sigmoid(logits_fn(t)), device=device, batch_size=batch_size)
+    return Evaluation(probs, labels[rows])
 
 
 Scores = Callable[[np.ndarray], Evaluation]
 
 
 def fit_on_features(
-    stage: str, model: torch.nn.Module, stage_cfg: StageConfig, cfg: RunConfig, data: FoldData, features: FeatureStore,
+    run: StageRun, model: torch.nn.Module, *, stage_cfg: StageConfig, features: FeatureStore,
     loss_terms: Callable[[tuple[torch.Tensor, torch.Tensor]], dict[str, torch.Tensor]],
-    logits: Callable[[torch.Tensor], torch.Tensor], device: torch.device, callback: EpochCallback | None,
-    lr_scales: dict[str, float] | None = None,
+    logits: Callable[[torch.Tensor], torch.Tensor], lr_scales: dict[str, float] | None = None,
 ) -> tuple[FitResult, Scores]:
     """Stages I and II: shuffled batches of cached views, validation on the centre view; returns the
     fit and the scorer the final evaluation uses.
@@ -141,18 +153,20 @@ def fit_on_features(
     The training and validation rows may be made resident on the device for the fit (``for_training``);
     the final evaluation of the test and seen rows streams from ``features``, once.
     """
+    cfg, data, device = run.cfg, run.data, run.device
     generator = torch.Generator().manual_seed(cfg.seed)
     views = view_names(cfg.features.random_crops)
     fit_rows = np.union1d(data.split.train, data.split.val)
     train_store = for_training(features, fit_rows, views, device, cfg.features)
 
     def scores_from(store: FeatureStore) -> Scores:
-        return lambda rows: evaluate_features(store, rows, data.labels, logits, device)
+        return lambda rows: evaluate_features(store, rows, labels=data.labels, logits_fn=logits, device=device)
 
     fitted = fit(
-        stage, model, stage_cfg, lambda: feature_batches(train_store, data.split.train, stage_cfg, generator, views),
-        loss_terms, lambda: scores_from(train_store)(data.split.val), data.au_names, cfg.threshold, device, callback,
-        lr_scales=lr_scales,
+        model, stage_cfg, stage=run.stage,
+        train_batches=lambda: feature_batches(train_store, data.split.train, cfg=stage_cfg, generator=generator, views=views),
+        loss_terms=loss_terms, validate=lambda: scores_from(train_store)(data.split.val), au_names=data.au_names,
+        threshold=cfg.threshold, device=device, callback=run.callback, lr_scales=lr_scales,
     )
     return fitted, scores_from(features)
 
@@ -170,15 +184,16 @@ def identity_metrics(data: FoldData, embed: Embed) -> dict[str, float]:
                           embed(data.split.seen), subjects[data.split.seen])
 
 
-def finish_stage(stage: str, cfg: RunConfig, data: FoldData, out_dir: Path, fitted: FitResult, scores: Scores,
-                 *, embed: Embed, extra: dict[str, float] | None = None) -> StageResult:
+def finish_stage(run: StageRun, out_dir: Path, fitted: FitResult, *, scores: Scores, embed: Embed,
+                 extra: dict[str, float] | None = None) -> StageResult:
     """Evaluate the selected model on the test and seen splits (an empty split is skipped), add the
     identity diagnostics (and ``extra``), write predictions and ``result.json``."""
+    cfg, data = run.cfg, run.data
     evaluations = {split: scores(getattr(data.split, split)) for split in ("test", "seen") if len(getattr(data.split, split))}
     save_predictions(out_dir, evaluations, {split: getattr(data.split, split) for split in evaluations})
     metrics = final_metrics(fitted, evaluations, data.au_names, cfg.threshold)
     metrics.update(identity_metrics(data, embed))
     metrics.update(extra or {})
-    result = StageResult(stage, Path(out_dir), metrics, fitted.history)
+    result = StageResult(run.stage, Path(out_dir), metrics, fitted.history)
     result.save(cfg)
     return result

@@ -101,9 +101,10 @@ Batch = tuple[torch.Tensor, ...]
 
 
 def fit(
-    stage: str,
     model: nn.Module,
     cfg: StageConfig,
+    *,
+    stage: str,
     train_batches: Callable[[], Iterable[Batch]],
     loss_terms: Callable[[Batch], dict[str, torch.Tensor]],
     validate: Callable[[], Evaluation],
@@ -111,7 +112,6 @@ def fit(
     threshold: float,
     device: torch.device,
     callback: EpochCallback | None = None,
-    *,
     lr_scales: dict[str, float] | None = None,
 ) -> FitResult:
     """Train ``model``'s trainable parameters; afterwards it holds the weights of the epoch ``cfg.select``

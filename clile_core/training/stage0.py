@@ -17,7 +17,7 @@ from clile_core.hardware import images_to, loader_options, prepare_image_model
 from clile_core.model_io import save_model
 from clile_core.models.backbones import create_backbone
 from clile_core.models.encoder import Stage0Model
-from clile_core.training.common import BatchLoss, StageResult, finish_stage
+from clile_core.training.common import BatchLoss, StageResult, StageRun, finish_stage
 from clile_core.training.loop import EpochCallback, Evaluation, autocast, fit, make_reproducible, select_device
 
 BACKBONE_FILE = "backbone.pt"
@@ -37,15 +37,17 @@ def _map_images(fn: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, 
     return torch.cat(outputs).cpu().numpy()
 
 
-def _predict_images(model: Stage0Model, loader: DataLoader, data: FoldData, cfg: RunConfig, device: torch.device) -> Evaluation:
+def _predict_images(model: Stage0Model, loader: DataLoader, run: StageRun) -> Evaluation:
     rows = loader.dataset.rows.numpy()
-    return Evaluation(_map_images(lambda x: torch.sigmoid(model(x)), loader, device, cfg.stage0.bf16), data.labels[rows])
+    probs = _map_images(lambda x: torch.sigmoid(model(x)), loader, run.device, run.cfg.stage0.bf16)
+    return Evaluation(probs, run.data.labels[rows])
 
 
 def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochCallback | None = None) -> StageResult:
     """Writes ``backbone.pt`` (the frozen feature extractor of stages I/II), the A0 model and ``result.json``."""
     make_reproducible(cfg.seed, cfg.deterministic)
     device = select_device(cfg.device)
+    run = StageRun("stage0", cfg, data, device, callback)
     model = Stage0Model(create_backbone(cfg.model.backbone, cfg.model.weights), len(data.au_names)).to(device)
     model = prepare_image_model(model, device)
     train_set = FrameDataset(data.manifest, data.images_root, data.split.train, data.labels, train_transform(cfg.data))
@@ -62,17 +64,17 @@ def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochC
         return {"bce": bce, "loss": bce}
 
     fitted = fit(
-        "stage0", model, cfg.stage0, lambda: loader, loss_terms,
-        lambda: _predict_images(model, val_loader, data, cfg, device),
-        data.au_names, cfg.threshold, device, callback,
+        model, cfg.stage0, stage=run.stage, train_batches=lambda: loader, loss_terms=loss_terms,
+        validate=lambda: _predict_images(model, val_loader, run), au_names=data.au_names, threshold=cfg.threshold,
+        device=device, callback=callback,
     )
     out_dir = Path(out_dir)
     with atomic_path(out_dir / BACKBONE_FILE) as tmp:
         torch.save(model.backbone.state_dict(), tmp)
-    save_model(out_dir, "stage0", {"head": model.head.state_dict()}, out_dir / BACKBONE_FILE,
-               cfg.model, cfg.data, data.au_names, cfg.threshold)
+    save_model(out_dir, kind="stage0", weights={"head": model.head.state_dict()}, backbone_ckpt=out_dir / BACKBONE_FILE,
+               model_cfg=cfg.model, data_cfg=cfg.data, au_names=data.au_names, threshold=cfg.threshold)
     # A0 predicts from the pooled backbone features: that is the embedding its identity probe reads
-    return finish_stage("stage0", cfg, data, out_dir, fitted,
-                        lambda rows: _predict_images(model, _eval_loader(data, rows, cfg, device), data, cfg, device),
+    return finish_stage(run, out_dir, fitted,
+                        scores=lambda rows: _predict_images(model, _eval_loader(data, rows, cfg, device), run),
                         embed=lambda rows: _map_images(lambda x: model.backbone(x).mean(dim=1),
                                                        _eval_loader(data, rows, cfg, device), device, cfg.stage0.bf16))

@@ -15,7 +15,7 @@ from clile_core.losses import contrastive_loss, orth_loss
 from clile_core.model_io import save_model
 from clile_core.models.encoder import FeatureEncoder, au_logits, gaussian_embeddings
 from clile_core.diagnostics import ile_silhouettes
-from clile_core.training.common import BatchLoss, StageResult, finish_stage, fit_on_features, map_features
+from clile_core.training.common import BatchLoss, StageResult, StageRun, finish_stage, fit_on_features, map_features
 from clile_core.training.loop import EpochCallback, make_reproducible, select_device
 from clile_core.training.stage1 import STAGE1_FILE
 
@@ -30,7 +30,7 @@ class GeneralModel(nn.Module):
         return au_logits(self.encoder(tokens), self.au)
 
 
-def _init_from_stage1(model: GeneralModel, stage1: dict, features: FeatureStore, cfg: RunConfig,
+def _init_from_stage1(model: GeneralModel, stage1: dict, *, features: FeatureStore, cfg: RunConfig,
                       device: torch.device) -> FeatureEncoder:
     """Frozen F_enc^ID from stage I; F_enc^G and AU^G optionally start from it (PAPER.md defaults)."""
     id_encoder = FeatureEncoder(features.token_dim, cfg.model, tokens=features.token_count)
@@ -45,21 +45,24 @@ def _init_from_stage1(model: GeneralModel, stage1: dict, features: FeatureStore,
 
 
 def train_stage2(
-    cfg: RunConfig, data: FoldData, features: FeatureStore, out_dir: Path, backbone_ckpt: Path,
+    cfg: RunConfig, data: FoldData, features: FeatureStore, out_dir: Path, *, backbone_ckpt: Path,
     stage1_dir: Path | None = None, callback: EpochCallback | None = None,
 ) -> StageResult:
-    """Eq. 6: L2 = λ1·L_BCE + λ2·L_Orth + λ3·L_Contra, each switchable (ablation rows A1–CL-ILE)."""
+    """Eq. 6: L2 = λ1·L_BCE + λ2·L_Orth + λ3·L_Contra, each switchable (ablation rows A1–CL-ILE).
+
+    ``backbone_ckpt`` is only recorded by the saved model (serving runs the backbone before F_enc^G)."""
     s2 = cfg.stage2
     if s2.use_orth and stage1_dir is None:
         raise ValueError("stage II with L_Orth needs a stage-I model (F_enc^ID); turn stage I on or use_orth off")
     make_reproducible(cfg.seed, cfg.deterministic)
     device = select_device(cfg.device)
+    run = StageRun("stage2", cfg, data, device, callback)
     model = GeneralModel(features.token_dim, features.token_count, len(data.au_names), cfg)
     id_encoder = None
     ile_metrics: dict[str, float] = {}
     if stage1_dir is not None:
         stage1 = torch.load(Path(stage1_dir) / STAGE1_FILE, map_location="cpu", weights_only=True)
-        id_encoder = _init_from_stage1(model, stage1, features, cfg, device)
+        id_encoder = _init_from_stage1(model, stage1, features=features, cfg=cfg, device=device)
         ile_metrics = ile_silhouettes(stage1["ile"].numpy())  # the ILEs this model was built on, beside its F1
     model.to(device)
     batch_loss = BatchLoss(cfg, data, device)
@@ -82,9 +85,11 @@ def train_stage2(
         terms["loss"] = total
         return terms
 
-    fitted, scores = fit_on_features("stage2", model, s2, cfg, data, features, loss_terms, model.logits, device, callback)
+    fitted, scores = fit_on_features(run, model, stage_cfg=s2, features=features, loss_terms=loss_terms,
+                                     logits=model.logits)
     out_dir = Path(out_dir)
-    save_model(out_dir, "clile", {"encoder": model.encoder.state_dict(), "au_embeddings": model.au.detach().cpu()},
-               backbone_ckpt, cfg.model, cfg.data, data.au_names, cfg.threshold)
-    return finish_stage("stage2", cfg, data, out_dir, fitted, scores, embed=lambda rows: map_features(
-        features, rows, model.encoder, device), extra=ile_metrics)
+    save_model(out_dir, kind="clile", weights={"encoder": model.encoder.state_dict(), "au_embeddings": model.au.detach().cpu()},
+               backbone_ckpt=backbone_ckpt, model_cfg=cfg.model, data_cfg=cfg.data, au_names=data.au_names,
+               threshold=cfg.threshold)
+    return finish_stage(run, out_dir, fitted, scores=scores,
+                        embed=lambda rows: map_features(features, rows, model.encoder, device=device), extra=ile_metrics)
