@@ -121,7 +121,7 @@ def feature_batches(
 
 
 @torch.no_grad()
-def map_features(features: FeatureStore, rows: np.ndarray, fn: Callable[[torch.Tensor], torch.Tensor], *,
+def map_features(features: FeatureStore, rows: np.ndarray, *, fn: Callable[[torch.Tensor], torch.Tensor],
                  device: torch.device, batch_size: int = 512) -> np.ndarray:
     """``fn`` over the centre-view tokens of ``rows``, batched so huge test folds fit in memory; the outputs
     are read back to the host once, not per batch."""
@@ -135,7 +135,7 @@ def evaluate_features(
     device: torch.device, batch_size: int = 512,
 ) -> Evaluation:
     """Probabilities on the centre view of ``rows``."""
-    probs = map_features(features, rows, lambda t: torch.sigmoid(logits_fn(t)), device=device, batch_size=batch_size)
+    probs = map_features(features, rows, fn=lambda t: torch.sigmoid(logits_fn(t)), device=device, batch_size=batch_size)
     return Evaluation(probs, labels[rows])
 
 

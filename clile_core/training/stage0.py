@@ -29,7 +29,7 @@ def _eval_loader(data: FoldData, rows: np.ndarray, cfg: RunConfig, device: torch
 
 
 @torch.no_grad()
-def _map_images(fn: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: torch.device,
+def _map_images(loader: DataLoader, *, fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
                 bf16: bool) -> np.ndarray:
     """``fn`` over a loader's centre crops (bf16 autocast on CUDA), read back to the host once."""
     with autocast(device, bf16):
@@ -39,7 +39,7 @@ def _map_images(fn: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, 
 
 def _predict_images(model: Stage0Model, loader: DataLoader, run: StageRun) -> Evaluation:
     rows = loader.dataset.rows.numpy()
-    probs = _map_images(lambda x: torch.sigmoid(model(x)), loader, run.device, run.cfg.stage0.bf16)
+    probs = _map_images(loader, fn=lambda x: torch.sigmoid(model(x)), device=run.device, bf16=run.cfg.stage0.bf16)
     return Evaluation(probs, run.data.labels[rows])
 
 
@@ -76,5 +76,6 @@ def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochC
     # A0 predicts from the pooled backbone features: that is the embedding its identity probe reads
     return finish_stage(run, out_dir, fitted,
                         scores=lambda rows: _predict_images(model, _eval_loader(data, rows, cfg, device), run),
-                        embed=lambda rows: _map_images(lambda x: model.backbone(x).mean(dim=1),
-                                                       _eval_loader(data, rows, cfg, device), device, cfg.stage0.bf16))
+                        embed=lambda rows: _map_images(_eval_loader(data, rows, cfg, device),
+                                                       fn=lambda x: model.backbone(x).mean(dim=1), device=device,
+                                                       bf16=cfg.stage0.bf16))

@@ -67,5 +67,5 @@ def train_stage1(
     with atomic_path(out_dir / STAGE1_FILE) as tmp:
         torch.save({"encoder": model.encoder.state_dict(), "ile": ile, "subjects": data.split.train_subjects}, tmp)
     return finish_stage(run, out_dir, fitted, scores=scores,
-                        embed=lambda rows: map_features(features, rows, model.encoder, device=device),
+                        embed=lambda rows: map_features(features, rows, fn=model.encoder, device=device),
                         extra=ile_silhouettes(ile.numpy()))

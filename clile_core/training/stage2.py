@@ -92,4 +92,4 @@ def train_stage2(
                backbone_ckpt=backbone_ckpt, model_cfg=cfg.model, data_cfg=cfg.data, au_names=data.au_names,
                threshold=cfg.threshold)
     return finish_stage(run, out_dir, fitted, scores=scores,
-                        embed=lambda rows: map_features(features, rows, model.encoder, device=device), extra=ile_metrics)
+                        embed=lambda rows: map_features(features, rows, fn=model.encoder, device=device), extra=ile_metrics)
