@@ -297,5 +297,5 @@ def test_search_space_bounds_accept_exponent_numbers(tmp_path):
     path.write_text("space:\n  lr_scale: {type: loguniform, low: 1e-1, high: 3}\n")
     assert load_search_space(path).space["lr_scale"].low == pytest.approx(0.1)
     path.write_text("space:\n  lr_scale: {type: loguniform, low: small, high: 3}\n")
-    with pytest.raises(ConfigError, match="needs numbers low < high, got low='small'"):
+    with pytest.raises(ConfigError, match="key 'space.lr_scale.low': expected float, got 'small'"):
         load_search_space(path)
