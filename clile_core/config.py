@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from clile_core.datasets import AU_SET_NAMES, DATASET_NAMES, get_dataset
+
 # Presets, variants and search spaces are package data of the top-level `search_spaces` package: found the
 # same way in a checkout, an editable install and a wheel.
 SEARCH_SPACES = Path(str(importlib.resources.files("search_spaces")))
@@ -44,7 +46,7 @@ class DataConfig:
     synthetic_size: int = 72
     synthetic_seed: int = 0
 
-    _choices = {"dataset": ("synthetic", "bp4d", "disfa"), "au_set": ("bp4d", "disfa"), "num_workers": ("auto",)}
+    _choices = {"dataset": DATASET_NAMES, "au_set": AU_SET_NAMES, "num_workers": ("auto",)}  # registry: clile_core.datasets
     _ranges = {"input_size": (16, 1024), "val_fraction": (0.0, 0.9), "seen_fraction": (0.0, 0.9),
                "num_workers": (0, 64), "synthetic_subjects": (3, 10000), "synthetic_frames": (1, 100000),
                "synthetic_size": (32, 1024)}
@@ -256,7 +258,7 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def preset_path(dataset: str) -> Path:
-    return SEARCH_SPACES / "datasets" / f"{dataset}.yaml"
+    return get_dataset(dataset).preset
 
 
 def load_run_config(dataset: str, config_file: str | None = None, overrides: list[str] | None = None) -> RunConfig:
