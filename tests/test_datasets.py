@@ -16,7 +16,7 @@ from PIL import Image
 from clile_core import datasets
 from clile_core.config import ConfigError, load_run_config
 from clile_core.data.fold_data import resolve_manifest
-from clile_core.datasets import AU_SET_NAMES, DATASET_NAMES, IMPORTABLE, DatasetSpec, au_numbers, get_dataset
+from clile_core.datasets import AU_SET_NAMES, DATASET_NAMES, IMPORTABLE_NAMES, DatasetSpec, au_numbers, get_dataset
 from orchestrator.cli import common_parser
 from reports import published
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_builtin_specs_drive_choices_au_sets_and_importers():
     assert list(DATASET_NAMES) == ["bp4d", "disfa", "synthetic"]
-    assert list(AU_SET_NAMES) == ["bp4d", "disfa"] and list(IMPORTABLE) == ["bp4d", "disfa"]
+    assert list(AU_SET_NAMES) == ["bp4d", "disfa"] and list(IMPORTABLE_NAMES) == ["bp4d", "disfa"]
     assert au_numbers("disfa") == (1, 2, 4, 6, 9, 12, 25, 26) and len(au_numbers("bp4d")) == 12
     with pytest.raises(ValueError, match="no AU list of its own"):
         au_numbers("synthetic")

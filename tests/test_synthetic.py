@@ -4,6 +4,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -11,6 +15,7 @@ import pytest
 from PIL import Image
 
 from clile_core.data import synthetic as syn
+from clile_core.data.synthetic import writer
 from clile_core.data.manifest import au_names, read_manifest
 
 TINY = dict(subjects=3, frames_per_subject=6, size=40, sessions=2)
@@ -171,3 +176,30 @@ def test_images_and_manifest_match_the_generator_before_its_split_into_modules(t
     assert len(files) == 24
     assert pixels == "33ca0f21ffa6617dff4da8582ebc4e31ba6d93145eece4bc268d955094065218"
     assert hashlib.sha256(manifest.read_bytes()).hexdigest() == "e9fa0caee65ac85c8621d03f638951732b3da083b5df0270a950f5f631c13edb"
+
+
+def test_concurrent_ensure_dataset_generates_once(tmp_path, monkeypatch):
+    # the second caller must wait on the folder's lock and then find the set complete, not render it again
+    calls = []
+    real_generate = writer.generate
+
+    def slow_generate(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        time.sleep(0.5)  # keeps the first generation running while the second caller arrives
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "generate", slow_generate)
+    tiny = dict(subjects=3, frames_per_subject=1, size=32, sessions=1)
+    threads = [threading.Thread(target=syn.ensure_dataset, args=(tmp_path,), kwargs=tiny, name=f"t{i}") for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and len(read_manifest(tmp_path / "manifest.csv")) == 3
+
+
+def test_module_runs_as_a_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "clile_core.data.synthetic", "--out", str(tmp_path / "set"), "--subjects", "3",
+                             "--frames-per-subject", "1", "--size", "32"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "set" / "manifest.csv") and "RuntimeWarning" not in result.stderr

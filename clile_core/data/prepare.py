@@ -12,7 +12,7 @@ import pandas as pd
 from clile_core.data import align
 from clile_core.data.folds import check_subjects, unlisted_subjects
 from clile_core.data.manifest import ManifestError, au_columns, validate, write_manifest
-from clile_core.datasets import IMPORTABLE, get_dataset
+from clile_core.datasets import IMPORTABLE_NAMES, get_dataset
 from clile_core.log import get_logger
 
 EXAMPLES = 5
@@ -21,7 +21,7 @@ log = get_logger("prepare")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clile_core.data.prepare", description=__doc__)
-    parser.add_argument("dataset", choices=IMPORTABLE)
+    parser.add_argument("dataset", choices=IMPORTABLE_NAMES)
     parser.add_argument("--labels", required=True, type=Path, help="release root, e.g. the folder holding AUCoding/ (BP4D) or ActionUnit_Labels/ (DISFA)")
     parser.add_argument("--images", required=True, type=Path, help="root the manifest's image paths are relative to")
     parser.add_argument("--out", required=True, type=Path, help="manifest to write (.csv or .parquet)")

@@ -151,4 +151,4 @@ class _Names(Sequence):
 
 DATASET_NAMES = _Names(lambda spec: True)
 AU_SET_NAMES = _Names(lambda spec: spec.aus is not None)  # data.au_set: the datasets with their own AU list
-IMPORTABLE = _Names(lambda spec: spec.importer is not None)  # `prepare` targets
+IMPORTABLE_NAMES = _Names(lambda spec: spec.importer is not None)  # `prepare` targets

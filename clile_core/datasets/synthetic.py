@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clile_core.data.synthetic import ensure_dataset
+from clile_core.data.synthetic.subjects import THRESHOLD, UNCODED_RATE
 from clile_core.datasets import DatasetSpec, PublishedRows, register_dataset
 
 if TYPE_CHECKING:  # a type only: the config module reads this registry for its allowed values
@@ -29,7 +30,7 @@ def make_data(cfg: DataConfig) -> tuple[Path, Path]:
 SPEC = register_dataset(DatasetSpec(
     name="synthetic",
     description="built-in cartoon faces with a subject identity shortcut, labelled with data.au_set's AUs",
-    label_rule="1 when the frame's drawn AU intensity reaches 0.5; 1.5 % of labels not coded (-1)",
+    label_rule=f"1 when the frame's AU intensity reaches {THRESHOLD}, else 0; {UNCODED_RATE:.1%} of labels not coded (-1)",
     make_data=make_data,
     # The shapes of BP4D's published bars are informative when the set uses BP4D's AUs; the numbers are not.
     published=PublishedRows("bp4d_f1.csv", "BP4D (paper Table 1)", comparable=False),
