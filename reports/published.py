@@ -47,7 +47,7 @@ def comparison(dataset: str, au_names: list[str]) -> Comparison | None:
     if [c for c in frame.columns if c.startswith("AU")] != list(au_names):
         return None
     note = "" if rows.comparable else (
-        f"Published rows are the paper's results on {rows.source.split()[0]}, not on the {dataset} data of this run: "
+        f"Published rows are the paper's results on {rows.on}, not on the {dataset} data of this run: "
         "not comparable.")
     return Comparison(frame, rows.source, note)
 

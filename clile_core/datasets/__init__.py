@@ -30,8 +30,13 @@ class PublishedRows:
     """The paper's per-AU F1 table (Table 1 or 2) that runs on a dataset are printed beside."""
 
     file: str  # CSV under reports/published/ (or an absolute path): method, kind, AU…, avg
-    source: str  # how the table names it, e.g. "BP4D (paper Table 1)"
+    on: str  # the dataset the paper's numbers are on, e.g. "BP4D"
+    table: str  # e.g. "Table 1"
     comparable: bool = True  # False: the rows are another dataset's, shown for the bars' shape only
+
+    @property
+    def source(self) -> str:
+        return f"{self.on} (paper {self.table})"
 
 
 @dataclass(frozen=True)

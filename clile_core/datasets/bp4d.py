@@ -85,5 +85,5 @@ SPEC = register_dataset(DatasetSpec(
         tuple("F007 F015 F006 F019 M006 M009 F012 M003 F004 F021 F017 M015 F014".split()),
     ),
     importer=read_labels,
-    published=PublishedRows("bp4d_f1.csv", "BP4D (paper Table 1)"),
+    published=PublishedRows("bp4d_f1.csv", "BP4D", "Table 1"),
 ))

@@ -88,5 +88,5 @@ SPEC = register_dataset(DatasetSpec(
         tuple("SN003 SN029 SN023 SN025 SN008 SN005 SN007 SN017 SN004".split()),
     ),
     importer=read_labels,
-    published=PublishedRows("disfa_f1.csv", "DISFA (paper Table 2)"),
+    published=PublishedRows("disfa_f1.csv", "DISFA", "Table 2"),
 ))

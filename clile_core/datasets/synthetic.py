@@ -33,5 +33,5 @@ SPEC = register_dataset(DatasetSpec(
     label_rule=f"1 when the frame's AU intensity reaches {THRESHOLD}, else 0; {UNCODED_RATE:.1%} of labels not coded (-1)",
     make_data=make_data,
     # The shapes of BP4D's published bars are informative when the set uses BP4D's AUs; the numbers are not.
-    published=PublishedRows("bp4d_f1.csv", "BP4D (paper Table 1)", comparable=False),
+    published=PublishedRows("bp4d_f1.csv", "BP4D", "Table 1", comparable=False),
 ))
