@@ -14,15 +14,18 @@ import importlib.resources
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, TypeVar
 
 import annotated_types
 import yaml
-from pydantic import BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
+
+from clile_core.datasets import AU_SET_NAMES, DATASET_NAMES, get_dataset
 
 # Presets, variants and search spaces are package data of the top-level `search_spaces` package: found the
 # same way in a checkout, an editable install and a wheel.
@@ -66,7 +69,22 @@ Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
 CHECKED = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-DatasetName = Literal["synthetic", "bp4d", "disfa"]
+
+
+def _registered(names: Sequence[str]) -> AfterValidator:
+    """A name checked against the dataset registry when a config is validated, not when this module is
+    imported: datasets registered later (a lab's own, outside the checkout) are allowed too."""
+
+    def check(value: str) -> str:
+        if value not in names:
+            raise ValueError(f"{value!r} is not allowed; choose one of {list(names)}")
+        return value
+
+    return AfterValidator(check)
+
+
+DatasetName = Annotated[Str, _registered(DATASET_NAMES)]
+AuSetName = Annotated[Str, _registered(AU_SET_NAMES)]
 Fraction = Annotated[Float, Field(ge=0.0, le=0.9)]
 # the stage fields a subclass gives another default: declared once, so the subclass keeps the bounds
 Epochs = Annotated[Int, Field(ge=1, le=100000)]
@@ -79,7 +97,7 @@ class DataConfig:
     dataset: DatasetName = "synthetic"
     manifest: Str | None = None  # real data: the manifest written by clile_core.data.prepare
     images: Str | None = None  # real data: the images root the manifest's paths are relative to
-    au_set: Literal["bp4d", "disfa"] = "bp4d"
+    au_set: AuSetName = "bp4d"
     input_size: Annotated[Int, Field(ge=16, le=1024)] = 224
     resize_size: Int | None = None  # None: input_size * 240 / 224, the paper's 240 -> 224 crop ratio
     val_fraction: Fraction = 0.15
@@ -404,14 +422,14 @@ def load_file(cls: type[T], path: str | Path) -> T:
 
 
 def preset_path(dataset: str) -> Path:
-    return SEARCH_SPACES / "datasets" / f"{dataset}.yaml"
+    return get_dataset(dataset).preset
 
 
 def load_run_config(dataset: str, config_file: str | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults -> ``search_spaces/datasets/<dataset>.yaml`` -> ``config_file`` -> ``--set`` overrides, merged
     first and validated once, so a later layer may repair what an earlier one set (the final values count)."""
-    if dataset not in typing.get_args(DatasetName):
-        raise ConfigError(f"--dataset {dataset!r} is unknown; choose one of {list(typing.get_args(DatasetName))}")
+    if dataset not in DATASET_NAMES:
+        raise ConfigError(f"--dataset {dataset!r} is unknown; choose one of {list(DATASET_NAMES)}")
     preset = preset_path(dataset)
     layers = _Layers(to_dict(RunConfig()))
     layers.add(read_yaml(preset), str(preset))

@@ -17,6 +17,7 @@ from clile_core.config import ConfigError, RunConfig, load_run_config
 from clile_core.data.fold_data import data_hash, resolve_manifest
 from clile_core.data.folds import FOLDS
 from clile_core.data.manifest import ManifestError, au_columns, read_manifest
+from clile_core.datasets import DATASET_NAMES
 from orchestrator.preflight import at_least, check_address, check_splits, check_tracking
 from orchestrator.store import ArtifactStore
 from orchestrator.sweep import SweepOptions, SweepOutcome, describe, execute, sweep_key
@@ -26,7 +27,7 @@ from orchestrator.units import Plan
 
 def common_parser(prog: str, description: str, default_experiment: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--dataset", default="synthetic", choices=["synthetic", "bp4d", "disfa"])
+    parser.add_argument("--dataset", default="synthetic", choices=DATASET_NAMES)
     parser.add_argument("--manifest", help="real data: manifest from `python -m clile_core.data.prepare`")
     parser.add_argument("--images", help="real data: images root the manifest's paths are relative to")
     parser.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
