@@ -193,7 +193,7 @@ def test_cross_field_checks_see_the_final_layers(tmp_path):
     (load_backbones, "backbones: [resnet18]\ndefault_folds: {bp4d: [1, 4]}",
      "key 'default_folds.bp4d[1]': 4 is not allowed; choose one of [1, 2, 3]"),
     (load_backbones, "backbones: [resnet18]\ndefault_folds: {ck: [1]}",
-     "key 'default_folds.ck': 'ck' is not allowed; choose one of ['synthetic', 'bp4d', 'disfa']"),
+     "key 'default_folds.ck': 'ck' is not allowed; choose one of ['bp4d', 'disfa', 'synthetic']"),
     (load_backbones, "models: [resnet18]", "unknown top-level key 'models'; allowed keys: ['backbones', 'default_folds']"),
     (load_backbones, "- resnet18", "the top level: expected a mapping, got ['resnet18']"),
 ])
