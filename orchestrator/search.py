@@ -83,7 +83,7 @@ class _TrialTracking(tune.Callback):
         for key in filter(None, (trial.last_result or {}).get("unit_keys", "").split(",")):
             if self.store.is_complete(key) and self.store.trained_run_id(key) is None:
                 unit_run = self.tracker.start_unit(self.store.load_spec(key), self.ctx.args.dataset, parent_id=run_id)
-                self.tracker.finish_unit(key, self.store.record(key), self.store.unit_dir(key), replay_history=True,
+                self.tracker.finish_unit(key, self.store.record(key), unit_dir=self.store.unit_dir(key), replay_history=True,
                                          run_id=unit_run)
                 self.store.set_run_id(key, unit_run)
         self.tracker.client.set_terminated(run_id, status)
@@ -211,7 +211,8 @@ def report(ctx: Context, plan: Plan, tracker: SweepTracker, outcome) -> None:
     outcome.completed |= evaluation.completed
     outcome.failed.update(evaluation.failed)
     outcome.skipped.update(evaluation.skipped)
-    print_table(ctx, "Search: the best λ/τ point vs the paper's defaults", [PAPER_ROW, BEST_ROW], tracker, outcome)
+    print_table(ctx, "Search: the best λ/τ point vs the paper's defaults", rows=[PAPER_ROW, BEST_ROW], tracker=tracker,
+                outcome=outcome)
 
 
 def main(argv: list[str] | None = None) -> int:
