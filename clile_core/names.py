@@ -19,15 +19,16 @@ WEIGHTS = "weights.pt"  # that model's trained weights
 RESULT_JSON = "result.json"  # metrics, per-epoch history and config of a finished stage
 PREDICTIONS_FILE = "predictions.npz"  # per split: probabilities, labels and manifest rows
 UNIT_RECORD = "unit.json"  # written last by the orchestrator: the unit is complete
+OWNER = ".owner.json"  # the store's note of which process trains in a unit's workspace
 UNIT_FIGURES = "figures"  # folder of a unit's own figures (and, on a parent run, of the summary figures)
 MLFLOW_MODEL = "mlflow_model"  # folder of a final unit's MLflow model
 FEATURES_MARKER = "meta.json"  # written last into a feature-cache entry
 
-# Where each file of a unit goes on its MLflow run (artifact folder). The backbone is not logged on its own:
-# the MLflow model of every unit that predicts carries a copy.
+# Where each file of a unit goes on its MLflow run (artifact folder). Not logged: the backbone (the MLflow
+# model of every unit that predicts carries a copy) and the store's own bookkeeping.
 UNIT_ARTIFACTS = {MODEL_JSON: "unit", RESULT_JSON: "unit", UNIT_RECORD: "unit", PREDICTIONS_FILE: "unit",
                   STAGE1_FILE: "unit", WEIGHTS: "model"}
-NOT_LOGGED = frozenset({BACKBONE_FILE})
+NOT_LOGGED = frozenset({BACKBONE_FILE, OWNER})
 
 # ---- a sweep's report (a folder and the parent run's artifacts) ---------------------------------------
 TABLES_DIR = "tables"

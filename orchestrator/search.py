@@ -19,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from clile_core.config import RunConfig, merge, to_dict
+from clile_core.names import BEST_VAL_F1_AVG, DATASET_TAG, STAGE_TAG
 from clile_core.variants import get_variant
 from orchestrator.cli import Context, run_command
 from orchestrator.execute import claim_trial_share, run_unit
@@ -55,7 +56,7 @@ def search_trainable(config: dict[str, Any]) -> None:
                 store.save_spec(unit)
                 run_unit(store, unit, lambda metrics: None)
                 keys.append(unit.key)
-            scores.append(store.record(plan.cells[("CL-ILE", fold, seed)])["metrics"]["best_val_f1_avg"])
+            scores.append(store.record(plan.cells[("CL-ILE", fold, seed)])["metrics"][BEST_VAL_F1_AVG])
         tune.report({"folds_done": done, METRIC: sum(scores) / len(scores), "unit_keys": ",".join(keys)})
 
 
@@ -73,7 +74,7 @@ class _TrialTracking(tune.Callback):
         sample = self._sample(trial)
         self.runs[trial.trial_id] = self.tracker.start_child(
             f"search trial {trial.trial_id[-5:]} · {describe_sample(sample)}",
-            {"stage": "search-trial", "dataset": self.ctx.args.dataset}, sample)
+            {STAGE_TAG: "search-trial", DATASET_TAG: self.ctx.args.dataset}, sample)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.tracker.log_metrics(self.runs[trial.trial_id], {METRIC: result[METRIC]}, step=int(result["folds_done"]))

@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
-from mlflow.utils.validation import validate_param_and_metric_name
 
 from reports import collect, figures, published
-from reports.build import build, row_metric
+from reports.build import build, main as build_main
 from reports.formats import to_csv, to_html, to_latex, to_markdown
 from reports.tables import BEST, MISSING, SECOND, paired_differences, rank
 
@@ -226,8 +225,6 @@ def test_build_logs_tables_and_figures_and_is_idempotent(store, tmp_path):
     assert first.markdown().startswith(to_markdown(first.main)) and "### Identity diagnostics" in first.markdown()
     assert run.data.metrics["f1_avg.CL-ILE"] == pytest.approx(62.0) and run.data.metrics["f1_avg.A0"] == pytest.approx(42.0)
     assert "f1_avg.A1" not in run.data.metrics  # no finished unit: no number
-    assert row_metric("paper defaults (τ=2)") == "f1_avg.paper defaults _τ_2_"  # MLflow refuses ( = )
-    assert validate_param_and_metric_name(row_metric("paper defaults (τ=2)"))
     units = collect.unit_runs(client, exp, parent)
     assert not any(client.list_artifacts(run_id, "figures") for run_id in units["run_id"])  # units draw their own
     assert all(p.stat().st_size > 0 for p in first.files)
@@ -302,3 +299,15 @@ def test_published_comparison_applies_only_to_matching_au_sets():
     synthetic = published.comparison("synthetic", AUS)
     assert synthetic is not None and "not comparable" in synthetic.note
     assert published.comparison("bp4d", AUS).note == ""
+
+
+def test_command_reads_the_store_it_is_given_and_says_what_it_wrote(store, tmp_path, capsys):
+    client, _, _ = store
+    uri = client.tracking_uri  # MLflow's global URI points elsewhere (the fixture): only --tracking-uri can work
+    assert build_main(["--experiment", "clile-ablation", "--tracking-uri", uri, "--out", str(tmp_path), "--no-log"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("### Comparison with published methods") and "### Ablation (Table 3)" in out
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert f"[reports] {len(written)} files in {tmp_path}\n" in err and len(written) == 4 * 3 + 2 * 2  # 3 tables, 2 figures
+    assert build_main(["--experiment", "nowhere", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: no experiment 'nowhere' at {uri}"
