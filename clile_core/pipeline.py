@@ -11,7 +11,8 @@ from clile_core.features import FeatureStore, load_or_compute
 from clile_core.models.backbones import create_backbone, load_weights
 from clile_core.training.common import StageResult
 from clile_core.training.loop import EpochCallback, select_device
-from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
+from clile_core.names import BACKBONE_FILE
+from clile_core.training.stage0 import train_stage0
 from clile_core.training.stage1 import train_stage1
 from clile_core.training.stage2 import train_stage2
 from clile_core.variants import Variant

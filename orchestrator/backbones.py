@@ -64,7 +64,7 @@ def build_plan(ctx: Context) -> Plan:
 
 
 def report(ctx, plan, tracker, outcome) -> None:
-    print_table(ctx, "Backbones (Table 4), stage 0", _names(ctx), tracker, outcome)
+    print_table(ctx, "Backbones (Table 4), stage 0", rows=_names(ctx), tracker=tracker, outcome=outcome)
 
 
 def main(argv: list[str] | None = None) -> int:

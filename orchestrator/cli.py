@@ -18,10 +18,12 @@ from clile_core.data.fold_data import data_hash, resolve_manifest
 from clile_core.data.folds import FOLDS
 from clile_core.data.manifest import ManifestError, au_columns, read_manifest
 from clile_core.datasets import DATASET_NAMES
+from clile_core.log import get_logger
+from clile_core.names import default_tracking_uri
 from orchestrator.preflight import at_least, check_address, check_splits, check_tracking
 from orchestrator.store import ArtifactStore
 from orchestrator.sweep import SweepOptions, SweepOutcome, describe, execute, sweep_key
-from orchestrator.tracking import SweepTracker, default_tracking_uri
+from orchestrator.tracking import SweepTracker
 from orchestrator.units import Plan
 
 
@@ -111,19 +113,21 @@ def run_command(
     except (ConfigError, ManifestError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"[{plan.command}] store {ctx.store.location} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'", file=sys.stderr)
+    log = get_logger(plan.command)
+    log.info(f"store {ctx.store.location} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'")
     if args.dry_run:
         print(describe(plan, ctx.store))
         return 0
     # Under a lock: a fresh SQLite DB is migrated once, and two sweeps never both take over one orphan parent.
     with tracking_lock(ctx.tracking_uri):
-        tracker = SweepTracker(ctx.tracking_uri, args.experiment, plan.command, args.dataset, sweep_key(plan),
-                               {"command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
-                                "seeds": " ".join(map(str, ctx.seeds)),
-                                "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
+        tracker = SweepTracker(ctx.tracking_uri, experiment=args.experiment, command=plan.command, dataset=args.dataset,
+                               sweep_key=sweep_key(plan), params={
+                                   "command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
+                                   "seeds": " ".join(map(str, ctx.seeds)),
+                                   "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
     tracker.log_dataset(args.dataset, resolve_manifest(ctx.cfg.data)[0], ctx.manifest_hash)
     if tracker.resumed:
-        print(f"[{plan.command}] resuming unfinished parent run {tracker.parent_id}", file=sys.stderr)
+        log.info(f"resuming unfinished parent run {tracker.parent_id}")
     options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries,
                            cpus_per_gpu_trial=args.cpus_per_gpu_trial)
     # Ray Tune would catch Ctrl-C and end the sweep "normally" (parent FINISHED, units FAILED): let it
@@ -140,8 +144,7 @@ def run_command(
     finally:
         tracker.close(SweepTracker.status_for(error))
     if isinstance(error, KeyboardInterrupt):
-        print(f"[{plan.command}] interrupted: parent run {tracker.parent_id} KILLED; rerun the same command to resume",
-              file=sys.stderr)
+        log.warning(f"interrupted: parent run {tracker.parent_id} KILLED; rerun the same command to resume")
         return 130
     return 0 if not outcome.failed and not outcome.skipped else 1
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 from orchestrator.execute import FAIL_ENV
@@ -71,6 +70,3 @@ def explain(cluster: dict[str, float], gpus_per_trial: float) -> str:
         line += " — no GPU available, every trial runs on CPU"
     return line
 
-
-def warn(message: str) -> None:
-    print(f"[orchestrator] {message}", file=sys.stderr)

@@ -19,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from clile_core.config import RunConfig, merge, to_dict
+from clile_core.names import BEST_VAL_F1_AVG, DATASET_TAG, STAGE_TAG
 from clile_core.variants import get_variant
 from orchestrator.cli import Context, run_command
 from orchestrator.execute import claim_trial_share, run_unit
@@ -55,7 +56,7 @@ def search_trainable(config: dict[str, Any]) -> None:
                 store.save_spec(unit)
                 run_unit(store, unit, lambda metrics: None)
                 keys.append(unit.key)
-            scores.append(store.record(plan.cells[("CL-ILE", fold, seed)])["metrics"]["best_val_f1_avg"])
+            scores.append(store.record(plan.cells[("CL-ILE", fold, seed)])["metrics"][BEST_VAL_F1_AVG])
         tune.report({"folds_done": done, METRIC: sum(scores) / len(scores), "unit_keys": ",".join(keys)})
 
 
@@ -73,7 +74,7 @@ class _TrialTracking(tune.Callback):
         sample = self._sample(trial)
         self.runs[trial.trial_id] = self.tracker.start_child(
             f"search trial {trial.trial_id[-5:]} · {describe_sample(sample)}",
-            {"stage": "search-trial", "dataset": self.ctx.args.dataset}, sample)
+            {STAGE_TAG: "search-trial", DATASET_TAG: self.ctx.args.dataset}, sample)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.tracker.log_metrics(self.runs[trial.trial_id], {METRIC: result[METRIC]}, step=int(result["folds_done"]))
@@ -83,7 +84,7 @@ class _TrialTracking(tune.Callback):
         for key in filter(None, (trial.last_result or {}).get("unit_keys", "").split(",")):
             if self.store.is_complete(key) and self.store.trained_run_id(key) is None:
                 unit_run = self.tracker.start_unit(self.store.load_spec(key), self.ctx.args.dataset, parent_id=run_id)
-                self.tracker.finish_unit(key, self.store.record(key), self.store.unit_dir(key), replay_history=True,
+                self.tracker.finish_unit(key, self.store.record(key), unit_dir=self.store.unit_dir(key), replay_history=True,
                                          run_id=unit_run)
                 self.store.set_run_id(key, unit_run)
         self.tracker.client.set_terminated(run_id, status)
@@ -211,7 +212,8 @@ def report(ctx: Context, plan: Plan, tracker: SweepTracker, outcome) -> None:
     outcome.completed |= evaluation.completed
     outcome.failed.update(evaluation.failed)
     outcome.skipped.update(evaluation.skipped)
-    print_table(ctx, "Search: the best λ/τ point vs the paper's defaults", [PAPER_ROW, BEST_ROW], tracker, outcome)
+    print_table(ctx, "Search: the best λ/τ point vs the paper's defaults", rows=[PAPER_ROW, BEST_ROW], tracker=tracker,
+                outcome=outcome)
 
 
 def main(argv: list[str] | None = None) -> int:

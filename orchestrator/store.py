@@ -25,11 +25,9 @@ from typing import Any, Iterator
 from filelock import FileLock
 
 from clile_core.atomic import write_text
+from clile_core.names import FEATURES_MARKER, OWNER, UNIT_RECORD  # FEATURES_MARKER: written last, so uploaded last too
 from orchestrator.units import Unit
 
-UNIT_RECORD = "unit.json"
-OWNER = ".owner.json"
-FEATURES_MARKER = "meta.json"  # written last by the feature cache, so uploaded last too
 SCRATCH_ENV = "CLILE_SCRATCH"
 CHUNK = 8 << 20
 

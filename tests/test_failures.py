@@ -21,7 +21,8 @@ from clile_core.data import prepare, synthetic
 from clile_core.data.folds import split_fold
 from clile_core.data.images import read_image
 from clile_core.data.manifest import ManifestError, au_names, validate
-from clile_core.model_io import MODEL_JSON, load_model, save_model
+from clile_core.model_io import load_model, save_model
+from clile_core.names import MODEL_JSON
 from clile_core.models.backbones import create_backbone
 from clile_core.models.encoder import Stage0Model
 from orchestrator import ablate, search

@@ -17,7 +17,8 @@ from test_cluster import ray_cluster  # noqa: F401  (fixture)
 
 from clile_core.config import RunConfig
 from clile_core.variants import get_variant
-from orchestrator.store import SCRATCH_ENV, UNIT_RECORD, ArtifactStore, StoreError
+from clile_core.names import UNIT_RECORD
+from orchestrator.store import SCRATCH_ENV, ArtifactStore, StoreError
 from orchestrator.units import Plan, add_variant_fold
 
 pytest.importorskip("moto")
