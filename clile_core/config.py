@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.resources
 import json
 import types
 import typing
@@ -24,12 +23,10 @@ import yaml
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
+from search_spaces import ROOT as SEARCH_SPACES  # variants, search space and backbones read it from here
 
 from clile_core.datasets import AU_SET_NAMES, DATASET_NAMES, get_dataset
 
-# Presets, variants and search spaces are package data of the top-level `search_spaces` package: found the
-# same way in a checkout, an editable install and a wheel.
-SEARCH_SPACES = Path(str(importlib.resources.files("search_spaces")))
 
 T = TypeVar("T")
 

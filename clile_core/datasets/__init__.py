@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from search_spaces import ROOT as SEARCH_SPACES
+
 FOLDS = (1, 2, 3)  # the subject-exclusive 3-fold protocol every dataset follows
 NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -61,8 +63,6 @@ class DatasetSpec:
     @property
     def preset(self) -> Path:
         """``search_spaces/datasets/<name>.yaml``: the packaged one, else the first on sys.path."""
-        from clile_core.config import SEARCH_SPACES  # config imports this module for its allowed values
-
         relative = Path("datasets") / f"{self.name}.yaml"
         candidates = [SEARCH_SPACES / relative, *(Path(entry or ".") / "search_spaces" / relative for entry in sys.path)]
         return next((path for path in candidates if path.is_file()), candidates[0])
