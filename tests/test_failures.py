@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -299,3 +300,46 @@ def test_search_space_bounds_accept_exponent_numbers(tmp_path):
     path.write_text("space:\n  lr_scale: {type: loguniform, low: small, high: 3}\n")
     with pytest.raises(ConfigError, match="needs numbers low < high, got low='small'"):
         load_search_space(path)
+
+
+# ---- the sweeps' own local Ray after kill -9 of the driver -------------------------------------------
+
+RAY_DRIVER = """import json, sys, time
+import psutil
+from orchestrator.resources import init_ray
+init_ray(None)
+procs = [p for p in psutil.Process().children(recursive=True) if "ray_watchdog" not in " ".join(p.cmdline())]
+print(json.dumps({p.pid: [p.name(), p.create_time()] for p in procs}), flush=True)
+time.sleep(600)
+"""
+
+
+def test_no_ray_process_of_a_killed_driver_survives():
+    """Without the watchdog, Ray 2.60's dashboard and runtime-env agents stay orphaned (checked by hand)."""
+    import psutil
+
+    driver = subprocess.Popen([sys.executable, "-c", RAY_DRIVER], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        ray_procs = json.loads(driver.stdout.readline())
+    finally:
+        driver.kill()  # SIGKILL: no atexit, no ray.shutdown
+        driver.wait()
+    names = {name for name, _ in ray_procs.values()}
+    assert {"raylet", "gcs_server", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names, names
+
+    def survivors() -> list[str]:
+        left = []
+        for pid, (name, started) in ray_procs.items():
+            try:
+                proc = psutil.Process(int(pid))
+                if proc.create_time() == started and proc.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{name} ({pid})")
+            except psutil.NoSuchProcess:
+                pass
+        return left
+
+    deadline = time.monotonic() + 30
+    while survivors() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert survivors() == []
