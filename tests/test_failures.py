@@ -343,3 +343,73 @@ def test_no_ray_process_of_a_killed_driver_survives():
     while survivors() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert survivors() == []
+
+
+# ---- the disk filling up during a unit ---------------------------------------------------------------
+
+
+def _stage0_unit(store):
+    """A real tiny stage-0 unit (resnet18 at 32 px: its backbone file alone is ~45 MB)."""
+    from clile_core.data.fold_data import data_hash, resolve_manifest
+    from clile_core.data.manifest import read_manifest
+    from clile_core.variants import get_variant
+    from orchestrator.units import Plan, add_variant_fold
+
+    cfg = load_run_config("synthetic", None, [*TINY_SETS, "stage0.epochs=1", "stage0.batch_size=16"])
+    manifest_path, images = resolve_manifest(cfg.data)
+    digest = data_hash(read_manifest(manifest_path), images, store.features_dir)
+    return add_variant_fold(Plan("ablate"), cfg, get_variant("A0"), 1, digest, seed=0)
+
+
+def _assert_no_partial_unit(store, key: str) -> None:
+    assert not store.is_complete(key) and not (store.root / "units" / key).exists()
+    assert not list((store.root / "units").glob(".tmp-*"))  # the unfinished workspace was removed
+
+
+def test_a_full_disk_during_a_unit_is_named_and_leaves_no_partial_unit_real_enospc(tmp_path):
+    """A real ENOSPC: the store on an 8 MB tmpfs (needs root's mount; skipped otherwise), then grown."""
+    from orchestrator.execute import run_unit
+    from orchestrator.store import ArtifactStore, StoreError
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        store = ArtifactStore(disk / "store")
+        unit = _stage0_unit(store)
+        with pytest.raises(StoreError) as info:
+            run_unit(store, unit, lambda metrics: None)
+        message = str(info.value)
+        assert f"--store {store.location}" in message and "is full" in message and "Free space there" in message
+        _assert_no_partial_unit(store, unit.key)
+        # space freed: the same unit now completes
+        subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)
+        record = run_unit(store, unit, lambda metrics: None)
+        assert record["key"] == unit.key and store.is_complete(unit.key)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_during_a_unit_is_named_simulated_enospc(tmp_path):
+    """The same error path without a mount: the write raises OSError(ENOSPC) as a full disk would."""
+    import errno
+
+    from orchestrator.store import ArtifactStore, StoreError
+    from orchestrator.units import Plan, add_variant_fold
+    from clile_core.variants import get_variant
+
+    store = ArtifactStore(tmp_path / "store")
+    unit = add_variant_fold(Plan("ablate"), RunConfig(), get_variant("A0"), 1, "hash", seed=0)
+    with pytest.raises(StoreError, match=rf"--store {store.location}: the disk of .* is full .*rerun"):
+        with store.workspace(unit) as work:
+            (work / "backbone.pt").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(work / "backbone.pt"))
+    _assert_no_partial_unit(store, unit.key)
+    with store.workspace(unit) as work:  # rerun after freeing space
+        (work / "unit.json").write_text("{}")
+    assert store.is_complete(unit.key)
+    with pytest.raises(RuntimeError, match="unrelated"):  # other errors pass through unchanged
+        with store.workspace(add_variant_fold(Plan("ablate"), RunConfig(), get_variant("A0"), 2, "hash", seed=0)):
+            raise RuntimeError("unrelated")
