@@ -17,6 +17,7 @@ from clile_core.config import ConfigError, RunConfig, load_run_config
 from clile_core.data.fold_data import data_hash, resolve_manifest
 from clile_core.data.folds import FOLDS
 from clile_core.data.manifest import ManifestError, au_columns, read_manifest
+from clile_core.log import get_logger
 from orchestrator.preflight import at_least, check_address, check_splits, check_tracking
 from orchestrator.store import ArtifactStore
 from orchestrator.sweep import SweepOptions, SweepOutcome, describe, execute, sweep_key
@@ -110,7 +111,8 @@ def run_command(
     except (ConfigError, ManifestError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"[{plan.command}] store {ctx.store.location} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'", file=sys.stderr)
+    log = get_logger(plan.command)
+    log.info(f"store {ctx.store.location} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'")
     if args.dry_run:
         print(describe(plan, ctx.store))
         return 0
@@ -122,7 +124,7 @@ def run_command(
                                 "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
     tracker.log_dataset(args.dataset, resolve_manifest(ctx.cfg.data)[0], ctx.manifest_hash)
     if tracker.resumed:
-        print(f"[{plan.command}] resuming unfinished parent run {tracker.parent_id}", file=sys.stderr)
+        log.info(f"resuming unfinished parent run {tracker.parent_id}")
     options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries,
                            cpus_per_gpu_trial=args.cpus_per_gpu_trial)
     # Ray Tune would catch Ctrl-C and end the sweep "normally" (parent FINISHED, units FAILED): let it
@@ -139,8 +141,7 @@ def run_command(
     finally:
         tracker.close(SweepTracker.status_for(error))
     if isinstance(error, KeyboardInterrupt):
-        print(f"[{plan.command}] interrupted: parent run {tracker.parent_id} KILLED; rerun the same command to resume",
-              file=sys.stderr)
+        log.info(f"interrupted: parent run {tracker.parent_id} KILLED; rerun the same command to resume")
         return 130
     return 0 if not outcome.failed and not outcome.skipped else 1
 

@@ -135,8 +135,11 @@ class RemoteLease:
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease / 3):
-            if (self._holder() or {}).get("token") == self.token:
-                self._claim()
+            try:
+                if (self._holder() or {}).get("token") == self.token:
+                    self._claim()
+            except OSError:  # a network hiccup: two more tries before the lease runs out
+                pass
 
     def __enter__(self) -> "RemoteLease":
         while True:
