@@ -138,7 +138,7 @@ class RemoteLease:
             try:
                 if (self._holder() or {}).get("token") == self.token:
                     self._claim()
-            except OSError:  # a network hiccup: two more tries before the lease runs out
+            except OSError:  # a network hiccup: the next try still comes before the lease runs out
                 pass
 
     def __enter__(self) -> "RemoteLease":
