@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from orchestrator import ray_watchdog
 from orchestrator.execute import FAIL_ENV
 
 
@@ -25,6 +26,7 @@ def init_ray(address: str | None) -> dict[str, float]:
 
         ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        ray_watchdog.start()  # our Ray's agents would outlive a driver killed with -9
     return ray.cluster_resources()
 
 

@@ -139,6 +139,38 @@ def open_study(url: str, name: str) -> tuple[optuna.Study, int]:
     return study, ended
 
 
+class ResumableSampler(optuna.samplers.BaseSampler):
+    """TPE whose draw for a new point depends only on the seed and the points before it, so a search
+    killed and resumed draws the points an uninterrupted one would, and reports the same best point.
+
+    A point's random state is ``seed + k``, k counting the study's earlier trials that did not fail: the
+    trial a kill left FAIL is rerun from its own (enqueued) point, so it must not shift the later draws.
+    TPE keeps no state besides its random generator, so a fresh one per trial loses nothing.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._tpe = optuna.samplers.TPESampler(seed=seed)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        earlier = study.get_trials(deepcopy=False)
+        k = sum(t.number < trial.number and t.state != TrialState.FAIL for t in earlier)
+        self._tpe = optuna.samplers.TPESampler(seed=self.seed + k)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+
 def best_trial(study: optuna.Study, covers_all_folds) -> optuna.trial.FrozenTrial | None:
     """The best trial whose point was trained on every fold (ASHA stops the others early, and Optuna then
     holds a partial mean for them)."""
@@ -159,8 +191,7 @@ def _search(ctx: Context, plan: Plan, tracker: SweepTracker, store: ArtifactStor
         cluster = init_ray(ctx.args.address)
         resources = plan_resources(cluster, "stage2", ctx.args.gpus_per_trial, ctx.args.max_concurrent,
                                    cpus_per_gpu_trial=ctx.args.cpus_per_gpu_trial)
-        # Seeded by how many trials the study holds: a resumed search must not re-draw its first points.
-        sampler = optuna.samplers.TPESampler(seed=space.seed + len(study.trials))
+        sampler = ResumableSampler(space.seed)
         tuner = tune.Tuner(
             tune.with_resources(search_trainable, resources.as_ray()),
             param_space={**space.tune_space(), "store": store.location, "base": json.dumps(to_dict(ctx.cfg)),
