@@ -23,7 +23,6 @@ import yaml
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
-from search_spaces import ROOT as SEARCH_SPACES  # variants, search space and backbones read it from here
 
 from clile_core.datasets import AU_SET_NAMES, DATASET_NAMES, get_dataset
 

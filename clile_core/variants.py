@@ -9,7 +9,9 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
-from clile_core.config import CHECKED, SEARCH_SPACES, Bool, ConfigError, Conflict, RunConfig, Str, load_file
+from search_spaces import ROOT as SEARCH_SPACES
+
+from clile_core.config import CHECKED, Bool, ConfigError, Conflict, RunConfig, Str, load_file
 
 VARIANTS_FILE = SEARCH_SPACES / "variants.yaml"
 

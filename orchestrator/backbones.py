@@ -12,7 +12,9 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from clile_core.config import CHECKED, SEARCH_SPACES, DatasetName, load_file
+from search_spaces import ROOT as SEARCH_SPACES
+
+from clile_core.config import CHECKED, DatasetName, load_file
 from clile_core.data.folds import FOLDS
 from clile_core.models.backbones import BACKBONES
 from clile_core.variants import get_variant

@@ -10,7 +10,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from clile_core.config import CHECKED, SEARCH_SPACES, Conflict, Float, Int, RunConfig, load_file, merge
+from search_spaces import ROOT as SEARCH_SPACES
+
+from clile_core.config import CHECKED, Conflict, Float, Int, RunConfig, load_file, merge
 
 SEARCH_FILE = SEARCH_SPACES / "search.yaml"
 LR_SCALE = "lr_scale"
