@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -111,7 +110,7 @@ def run_command(
         ctx = prepare(args)
         plan = build_plan(ctx)
     except (ConfigError, ManifestError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        get_logger(prog.rsplit(".", 1)[-1]).error("%s", exc)
         return 2
     log = get_logger(plan.command)
     log.info(f"store {ctx.store.location} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'")

@@ -175,13 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:
-        print(f"error: no experiment {args.experiment!r} at {uri}", file=sys.stderr)
+        logger.error(f"no experiment {args.experiment!r} at {uri}")
         return 2
     try:
         report = build(client, experiment.experiment_id, parent_id=args.parent,
                        out_dir=Path(args.out) if args.out else None, log=not args.no_log)
     except LookupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        logger.error("%s", exc)
         return 2
     for table in report.tables.values():
         print(to_markdown(table))

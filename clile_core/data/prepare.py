@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         run(args)
     except (ValueError, OSError) as exc:  # ManifestError included
         # these are data/setup problems the user fixes from the message; a traceback only hides it
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     return 0
 

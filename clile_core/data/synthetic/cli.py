@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from clile_core.data.synthetic.writer import ensure_dataset
 from clile_core.datasets import AU_SET_NAMES
+from clile_core.log import get_logger
+
+log = get_logger("synthetic")
 
 DESCRIPTION = "Write the built-in synthetic face set (cartoon faces with graded, localised AUs) into a folder."
 
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = ensure_dataset(args.out, args.subjects, args.frames_per_subject, args.size, args.au_set, args.seed,
                                   args.sessions, force=args.force)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     print(manifest)
     return 0
