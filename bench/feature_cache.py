@@ -24,8 +24,9 @@ from clile_core.data.fold_data import FoldData, load_fold_data
 from clile_core.data.images import ViewTransform
 from clile_core.features import FeatureStore
 from clile_core.models.backbones import create_backbone, load_weights
+from clile_core.names import BACKBONE_FILE
 from clile_core.stages import stage0_features
-from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
+from clile_core.training.stage0 import train_stage0
 from clile_core.training.stage2 import train_stage2
 from clile_core.variants import get_variant
 

@@ -41,7 +41,8 @@ from clile_core.models.backbones import create_backbone
 from clile_core.models.encoder import Stage0Model
 from clile_core.stages import stage0_features
 from clile_core.training.loop import Evaluation, fit, select_device
-from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
+from clile_core.names import BACKBONE_FILE
+from clile_core.training.stage0 import train_stage0
 from clile_core.training.stage2 import train_stage2
 
 AUS = 12  # BP4D's AU set

@@ -14,6 +14,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from clile_core.names import ID_PROBE_ACC, ID_PROBE_CHANCE, ILE_SILHOUETTE_AU, ILE_SILHOUETTE_SUBJECT
+
 
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     """Mean silhouette (Euclidean) of ``x`` grouped by ``labels``: +1 tight separated groups, ~0 none, <0 mixed.
@@ -41,8 +43,8 @@ def ile_silhouettes(ile: np.ndarray) -> dict[str, float]:
     flat = ile.reshape(n_subjects * n_aus, dim)
     flat = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
     return {
-        "ile_silhouette_subject": silhouette(flat, np.repeat(np.arange(n_subjects), n_aus)),
-        "ile_silhouette_au": silhouette(flat, np.tile(np.arange(n_aus), n_subjects)),
+        ILE_SILHOUETTE_SUBJECT: silhouette(flat, np.repeat(np.arange(n_subjects), n_aus)),
+        ILE_SILHOUETTE_AU: silhouette(flat, np.tile(np.arange(n_aus), n_subjects)),
     }
 
 
@@ -61,4 +63,4 @@ def identity_probe(train_x: np.ndarray, train_subjects: np.ndarray, test_x: np.n
     probe.fit(scaler.transform(train_x), train_subjects)
     accuracy = float((probe.predict(scaler.transform(test_x)) == test_subjects).mean())
     _, counts = np.unique(test_subjects, return_counts=True)
-    return {"id_probe_acc": 100.0 * accuracy, "id_probe_chance": 100.0 * counts.max() / counts.sum()}
+    return {ID_PROBE_ACC: 100.0 * accuracy, ID_PROBE_CHANCE: 100.0 * counts.max() / counts.sum()}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,13 @@ from clile_core.data.digests import file_hash
 from clile_core.data.fold_data import FoldData
 from clile_core.data.images import FrameDataset, ViewTransform, view_names
 from clile_core.hardware import gpu_budget_bytes, images_to, loader_options, prepare_image_model
+from clile_core.log import get_logger
 from clile_core.models.backbones import Backbone
+from clile_core.names import FEATURES_MARKER
 
 import numpy as np
+
+log = get_logger("features")
 
 GPU_EXTRACTION_BATCH = 256  # inference only: a larger batch fills the GPU, the results do not depend on it
 
@@ -135,16 +138,16 @@ def for_training(store: FeatureStore, rows: np.ndarray, names: list[str], device
     if cfg.resident == "auto":
         budget = gpu_budget_bytes(device, cfg.resident_memory)
         if need > budget:
-            print(f"[features] streaming from the cache: {len(rows)} rows × {len(names)} views need "
-                  f"{need / 2**30:.2f} GiB, over the GPU budget {budget / 2**30:.2f} GiB "
-                  f"(features.resident_memory={cfg.resident_memory} of the trial's share)", file=sys.stderr)
+            log.info("streaming from the cache: %d rows × %d views need %.2f GiB, over the GPU budget %.2f GiB "
+                     "(features.resident_memory=%s of the trial's share)", len(rows), len(names), need / 2**30,
+                     budget / 2**30, cfg.resident_memory)
             return store
-    print(f"[features] {len(rows)} rows × {len(names)} views resident on {device} ({need / 2**30:.2f} GiB)", file=sys.stderr)
+    log.info("%d rows × %d views resident on %s (%.2f GiB)", len(rows), len(names), device, need / 2**30)
     return ResidentFeatures(store, rows, names, device)
 
 
 def _load(path: Path, key: str) -> FeatureStore | None:
-    meta_file = path / "meta.json"
+    meta_file = path / FEATURES_MARKER
     if not meta_file.exists():
         return None
     meta = json.loads(meta_file.read_text())
@@ -198,7 +201,7 @@ def load_or_compute(backbone: Backbone, backbone_ckpt: Path, data: FoldData, cfg
     path = Path(cfg.features.cache_dir) / key
     cached = _load(path, key)
     if cached is not None:
-        print(f"[features] cache hit {path}", file=sys.stderr)
+        log.info("cache hit %s", path)
         return cached
     backbone = prepare_image_model(backbone.to(device).eval(), device)
     names = view_names(cfg.features.random_crops)
@@ -208,8 +211,8 @@ def load_or_compute(backbone: Backbone, backbone_ckpt: Path, data: FoldData, cfg
     with atomic_dir(path) as tmp:
         for name in names:
             torch.save(_compute(backbone, data, cfg, name, device), tmp / f"{name}.pt")
-            print(f"[features] view {name}: {len(data.manifest)} frames ({time.time() - start:.0f}s)", file=sys.stderr)
-        (tmp / "meta.json").write_text(json.dumps({"key": key, "views": names, "frames": len(data.manifest)}))
+            log.info("view %s: %d frames (%.0fs)", name, len(data.manifest), time.time() - start)
+        (tmp / FEATURES_MARKER).write_text(json.dumps({"key": key, "views": names, "frames": len(data.manifest)}))
     loaded = _load(path, key)
     assert loaded is not None
     return FeatureStore(key, path, loaded.views, hit=False)

@@ -1,4 +1,7 @@
-"""One format for what every command tells its user: ``[component] message`` on standard error.
+"""One format for what every command tells its user, on standard error: ``[component] message`` for progress
+and warnings, ``error: message`` for a refusal (``log.error``; the command then exits 2). A refusal carries no
+component: its message already names the file, the key or the argument to fix, and scripts and tests look
+for lines starting ``error:``.
 
 Each module asks for ``get_logger("features")`` (a child of the ``clile`` logger); only that tree gets our
 handler, so Ray's, MLflow's and Optuna's loggers keep their own settings and a library embedding clile can
@@ -28,6 +31,8 @@ class _StderrHandler(logging.StreamHandler):
 
 class _Format(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.ERROR:
+            return f"error: {record.getMessage()}"
         record.component = record.name.removeprefix(f"{ROOT}.")
         return super().format(record)
 

@@ -19,10 +19,9 @@ from clile_core.config import DataConfig, ModelConfig, merge
 from clile_core.data.digests import file_hash
 from clile_core.models.backbones import create_backbone, load_weights
 from clile_core.models.encoder import FeatureEncoder, Stage0Model, au_logits
+from clile_core.names import MODEL_JSON, WEIGHTS
 from clile_core.paths import inside_root
 
-MODEL_JSON = "model.json"
-WEIGHTS = "weights.pt"
 
 
 def save_model(

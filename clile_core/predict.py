@@ -12,6 +12,9 @@ from tabulate import tabulate
 
 from clile_core.data.images import eval_transform, read_image
 from clile_core.model_io import load_model
+from clile_core.log import get_logger
+
+log = get_logger("predict")
 
 
 @torch.no_grad()
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = predict(args.model, args.images)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     if args.json:
         print(json.dumps(records, indent=1))

@@ -12,6 +12,7 @@ import yaml
 from clile_core.atomic import write_text
 from clile_core.config import ConfigError, load_run_config, to_dict
 from clile_core.data.manifest import ManifestError
+from clile_core.datasets import DATASET_NAMES
 from clile_core.log import get_logger
 from clile_core.pipeline import run_fold
 from clile_core.tables import f1_rows
@@ -22,7 +23,7 @@ log = get_logger("run")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clile_core.run", description=__doc__)
-    parser.add_argument("--dataset", default="synthetic", help="synthetic (built in), bp4d or disfa")
+    parser.add_argument("--dataset", default="synthetic", choices=DATASET_NAMES)
     parser.add_argument("--fold", type=int, default=1, choices=[1, 2, 3])
     parser.add_argument("--variant", default="CL-ILE", help="a variant of search_spaces/variants.yaml (A0-A4, CL-ILE)")
     parser.add_argument("--config", help="YAML file overriding the dataset preset")

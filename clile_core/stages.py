@@ -16,12 +16,12 @@ from clile_core.config import RunConfig
 from clile_core.data.digests import file_hash
 from clile_core.data.fold_data import FoldData
 from clile_core.features import FeatureStore, cache_key, load_or_compute
-from clile_core.model_io import MODEL_JSON
 from clile_core.models.backbones import create_backbone, load_weights
+from clile_core.names import BACKBONE_FILE, MODEL_JSON, STAGE1_FILE
 from clile_core.training.common import StageResult
 from clile_core.training.loop import EpochCallback, select_device
-from clile_core.training.stage0 import BACKBONE_FILE, train_stage0
-from clile_core.training.stage1 import STAGE1_FILE, train_stage1
+from clile_core.training.stage0 import train_stage0
+from clile_core.training.stage1 import train_stage1
 from clile_core.training.stage2 import train_stage2
 from clile_core.variants import Variant
 

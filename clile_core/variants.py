@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
-from clile_core.config import SEARCH_SPACES, ConfigError, RunConfig, read_yaml
+from pydantic import Field, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+
+from search_spaces import ROOT as SEARCH_SPACES
+
+from clile_core.config import CHECKED, Bool, ConfigError, Conflict, RunConfig, Str, load_file
 
 VARIANTS_FILE = SEARCH_SPACES / "variants.yaml"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CHECKED)
 class Variant:
-    name: str
-    stage1: bool  # train stage I (F_enc^ID + ILEs)
-    id_loss: bool  # L_ID in stage I
-    orth: bool  # L_Orth in stage II
-    contra: bool  # L_Contra in stage II
-    stage2: bool = True  # False: stage 0 alone (A0)
+    name: Str
+    stage1: Bool  # train stage I (F_enc^ID + ILEs)
+    id_loss: Bool  # L_ID in stage I
+    orth: Bool  # L_Orth in stage II
+    contra: Bool  # L_Contra in stage II
+    stage2: Bool = True  # False: stage 0 alone (A0)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _trains_what_it_uses(self) -> Variant:
         needs_stage1 = [flag for flag in ("id_loss", "orth") if getattr(self, flag)]
         if needs_stage1 and not self.stage1:
-            raise ConfigError(f"variant {self.name}: {needs_stage1} need stage1: true (they use stage I's model)")
+            raise Conflict(" and ".join(f"{{{flag}}}" for flag in needs_stage1) + " need stage I's model, but {stage1}",
+                           {flag: getattr(self, flag) for flag in (*needs_stage1, "stage1")}, "set stage1: true")
         if not self.stage2 and (self.stage1 or self.contra):
-            raise ConfigError(f"variant {self.name}: stage2: false means stage 0 alone; stage1/contra must be false")
+            raise Conflict("{stage2} means stage 0 alone, but {stage1} and {contra}",
+                           {"stage2": self.stage2, "stage1": self.stage1, "contra": self.contra},
+                           "set stage1 and contra to false")
+        return self
 
     def apply(self, cfg: RunConfig) -> RunConfig:
         """The run config this variant trains with: its switches set, stage-I initialisation off without stage I."""
@@ -36,29 +46,24 @@ class Variant:
         return dataclasses.replace(cfg, stage1=stage1, stage2=stage2)
 
 
+@dataclass(config=CHECKED)
+class VariantTable:
+    """The file: ``variants:`` mapping each row's name to its switches."""
+
+    variants: Annotated[dict[Str, Variant], Field(min_length=1)]
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _named_by_key(cls, rows: Any) -> Any:
+        # the YAML key is the variant's name; what is not a mapping is left for the validation to refuse
+        if not isinstance(rows, dict):
+            return rows
+        return {key: {**switches, "name": str(key)} if isinstance(switches, dict) else switches
+                for key, switches in rows.items()}
+
+
 def load_variants(path: str | Path = VARIANTS_FILE) -> dict[str, Variant]:
-    raw = read_yaml(path)
-    if set(raw) != {"variants"} or not isinstance(raw["variants"], dict):
-        raise ConfigError(f"{path}: expected one top-level key 'variants' mapping names to switches")
-    allowed = {f.name for f in dataclasses.fields(Variant)} - {"name"}
-    variants = {}
-    for name, switches in raw["variants"].items():
-        if not isinstance(switches, dict):
-            raise ConfigError(f"{path}: variant {name} must map switches {sorted(allowed)} to true/false")
-        unknown = set(switches) - allowed
-        if unknown:
-            raise ConfigError(f"{path}: variant {name}: unknown key(s) {sorted(unknown)}; allowed keys: {sorted(allowed)}")
-        for key, value in switches.items():
-            if not isinstance(value, bool):
-                raise ConfigError(f"{path}: variant {name}: key '{key}' must be true or false, got {value!r}")
-        missing = {"stage1", "id_loss", "orth", "contra"} - set(switches)
-        if missing:
-            raise ConfigError(f"{path}: variant {name}: missing key(s) {sorted(missing)}")
-        try:
-            variants[str(name)] = Variant(name=str(name), **switches)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-    return variants
+    return load_file(VariantTable, path).variants
 
 
 def get_variant(name: str, path: str | Path = VARIANTS_FILE) -> Variant:

@@ -35,7 +35,7 @@ def build_plan(ctx: Context) -> Plan:
 
 
 def report(ctx, plan, tracker, outcome) -> None:
-    print_table(ctx, "Ablation (Table 3)", [v.name for v in _variants(ctx)], tracker, outcome)
+    print_table(ctx, "Ablation (Table 3)", rows=[v.name for v in _variants(ctx)], tracker=tracker, outcome=outcome)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,9 @@ from tqdm import tqdm
 
 from clile_core.data import align
 from clile_core.data.manifest import ManifestError, read_manifest
+from clile_core.log import get_logger
+
+log = get_logger("align")
 
 POLL_S = 0.5
 
@@ -129,9 +132,9 @@ def run(args: argparse.Namespace) -> int:
     args.src, args.out = args.src.resolve(), args.out.resolve()  # Ray workers run in another directory
     jobs, done = align.plan_jobs(args.src, args.out, only=_only(args.only))
     if stale := align.remove_partial_writes(args.out):
-        print(f"[align] removed {stale} partial files an interrupted run left", file=sys.stderr)
+        log.info(f"removed {stale} partial files an interrupted run left")
     frames = sum(j.frames for j in jobs)
-    print(f"[align] {args.src} -> {args.out}: {len(jobs)} jobs, {frames} frames to align, {done} already done", file=sys.stderr)
+    log.info(f"{args.src} -> {args.out}: {len(jobs)} jobs, {frames} frames to align, {done} already done")
     if jobs:
         align.load_detector(options)  # a missing facenet-pytorch is said here, not by every worker
     start = time.time()
@@ -139,16 +142,16 @@ def run(args: argparse.Namespace) -> int:
         rows = _run_remote(jobs, args, options) if jobs else []
     except JobsFailed as exc:
         align.merge_report(args.out)
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 1
     report_file = args.out / align.REPORT_NAME
     # nothing ran: leave the report untouched, so a finished rerun writes nothing at all
     report = align.merge_report(args.out) if jobs or not report_file.exists() else align.read_rows(report_file)
     missing = collections.Counter(r.reason.split(" (")[0].split(":")[0].split(" after")[0] for r in report if not r.written)
     notes = sum(r.written for r in report)
-    print(f"[align] done in {time.time() - start:.0f}s ({len(rows)} new report rows). {report_file}: "
-          f"{sum(missing.values())} frames without a crop ({', '.join(f'{k}: {v}' for k, v in missing.most_common()) or 'none'}), "
-          f"{notes} crops noted (several faces, largest kept)")
+    log.info(f"done in {time.time() - start:.0f}s ({len(rows)} new report rows). {report_file}: "
+             f"{sum(missing.values())} frames without a crop ({', '.join(f'{k}: {v}' for k, v in missing.most_common()) or 'none'}), "
+             f"{notes} crops noted (several faces, largest kept)")
     return 0
 
 
@@ -157,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except (align.AlignError, ManifestError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     except KeyboardInterrupt:
-        print("\n[align] interrupted; finished crops are kept - rerun the same command to resume", file=sys.stderr)
+        log.warning("interrupted; finished crops are kept - rerun the same command to resume")
         return 130
 
 

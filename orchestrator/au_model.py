@@ -24,9 +24,8 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from clile_core.model_io import MODEL_JSON, WEIGHTS
+from clile_core.names import BACKBONE_FILE, MLFLOW_MODEL, MODEL_JSON, WEIGHTS
 
-MLFLOW_MODEL = "mlflow_model"  # the folder, in a final unit's store folder, of its MLflow model
 IMAGE_COLUMN = "image"
 # Imports the model needs that the project's own install brings (a version pin would be ours to keep).
 REQUIREMENTS = ["torch", "torchvision", "pillow", "pandas", "mlflow"]
@@ -69,8 +68,8 @@ def save_unit_model(model_dir: Path, example_image: Path) -> Path:
         staged = Path(tmp) / "model"
         staged.mkdir()
         shutil.copy2(model_dir / WEIGHTS, staged / WEIGHTS)
-        shutil.copy2((model_dir / meta["backbone_checkpoint"]).resolve(), staged / "backbone.pt")
-        (staged / MODEL_JSON).write_text(json.dumps({**meta, "backbone_checkpoint": "backbone.pt"}, indent=1))
+        shutil.copy2((model_dir / meta["backbone_checkpoint"]).resolve(), staged / BACKBONE_FILE)
+        (staged / MODEL_JSON).write_text(json.dumps({**meta, "backbone_checkpoint": BACKBONE_FILE}, indent=1))
         out = model_dir / MLFLOW_MODEL
         mlflow.pyfunc.save_model(
             out, python_model=AUModel(), artifacts={"model": str(staged)}, signature=signature(meta["au_names"]),

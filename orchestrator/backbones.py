@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated, Literal
 
-from clile_core.config import SEARCH_SPACES, ConfigError, read_yaml
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
+from search_spaces import ROOT as SEARCH_SPACES
+
+from clile_core.config import CHECKED, DatasetName, load_file
+from clile_core.data.folds import FOLDS
 from clile_core.models.backbones import BACKBONES
 from clile_core.variants import get_variant
 from orchestrator.cli import Context, run_command
@@ -18,28 +25,19 @@ from orchestrator.units import Plan, add_variant_fold
 BACKBONES_FILE = SEARCH_SPACES / "backbones.yaml"
 
 
-@dataclass(frozen=True)
+# a name registered in clile_core.models.backbones, a fold of the 3-fold protocol
+BackboneName = Literal[tuple(BACKBONES)]
+Fold = Literal[FOLDS]
+
+
+@dataclass(config=CHECKED)
 class BackboneList:
-    names: list[str]
-    default_folds: dict[str, list[int]]
+    backbones: Annotated[list[BackboneName], Field(min_length=1)]
+    default_folds: dict[DatasetName, Annotated[list[Fold], Field(min_length=1)]] = field(default_factory=dict)
 
 
 def load_backbones(path: str | Path = BACKBONES_FILE) -> BackboneList:
-    raw = read_yaml(path)
-    allowed = {"backbones", "default_folds"}
-    if not isinstance(raw, dict) or set(raw) - allowed or "backbones" not in raw:
-        raise ConfigError(f"{path}: expected key 'backbones' (a list of names) and optionally 'default_folds'; allowed keys: {sorted(allowed)}")
-    names = raw["backbones"]
-    if not isinstance(names, list) or not names:
-        raise ConfigError(f"{path}: 'backbones' must be a non-empty list of names")
-    unknown = [n for n in names if n not in BACKBONES]
-    if unknown:
-        raise ConfigError(f"{path}: unknown backbone(s) {unknown}; registered: {sorted(BACKBONES)}")
-    folds = raw.get("default_folds") or {}
-    for dataset, chosen in folds.items():
-        if not isinstance(chosen, list) or not chosen or not set(chosen) <= {1, 2, 3}:
-            raise ConfigError(f"{path}: default_folds.{dataset} must be a non-empty list of folds from [1, 2, 3], got {chosen!r}")
-    return BackboneList(names, folds)
+    return load_file(BackboneList, path)
 
 
 def _extend(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +47,7 @@ def _extend(parser: argparse.ArgumentParser) -> None:
 
 
 def _names(ctx: Context) -> list[str]:
-    return ctx.args.backbones or load_backbones(ctx.args.backbones_file).names
+    return ctx.args.backbones or load_backbones(ctx.args.backbones_file).backbones
 
 
 def build_plan(ctx: Context) -> Plan:
@@ -68,7 +66,7 @@ def build_plan(ctx: Context) -> Plan:
 
 
 def report(ctx, plan, tracker, outcome) -> None:
-    print_table(ctx, "Backbones (Table 4), stage 0", _names(ctx), tracker, outcome)
+    print_table(ctx, "Backbones (Table 4), stage 0", rows=_names(ctx), tracker=tracker, outcome=outcome)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,16 +16,19 @@ from clile_core.config import ConfigError, RunConfig, load_run_config
 from clile_core.data.fold_data import data_hash, resolve_manifest
 from clile_core.data.folds import FOLDS
 from clile_core.data.manifest import ManifestError, au_columns, read_manifest
+from clile_core.datasets import DATASET_NAMES
+from clile_core.log import get_logger
+from clile_core.names import default_tracking_uri
 from orchestrator.preflight import at_least, check_address, check_splits, check_tracking
 from orchestrator.store import ArtifactStore
 from orchestrator.sweep import SweepOptions, SweepOutcome, describe, execute, sweep_key
-from orchestrator.tracking import SweepTracker, default_tracking_uri
+from orchestrator.tracking import SweepTracker
 from orchestrator.units import Plan
 
 
 def common_parser(prog: str, description: str, default_experiment: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--dataset", default="synthetic", choices=["synthetic", "bp4d", "disfa"])
+    parser.add_argument("--dataset", default="synthetic", choices=DATASET_NAMES)
     parser.add_argument("--manifest", help="real data: manifest from `python -m clile_core.data.prepare`")
     parser.add_argument("--images", help="real data: images root the manifest's paths are relative to")
     parser.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
@@ -108,21 +110,23 @@ def run_command(
         ctx = prepare(args)
         plan = build_plan(ctx)
     except (ConfigError, ManifestError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        get_logger(prog.rsplit(".", 1)[-1]).error("%s", exc)
         return 2
-    print(f"[{plan.command}] store {ctx.store.location} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'", file=sys.stderr)
+    log = get_logger(plan.command)
+    log.info(f"store {ctx.store.location} · MLflow {ctx.tracking_uri} · experiment '{args.experiment}'")
     if args.dry_run:
         print(describe(plan, ctx.store))
         return 0
     # Under a lock: a fresh SQLite DB is migrated once, and two sweeps never both take over one orphan parent.
     with tracking_lock(ctx.tracking_uri):
-        tracker = SweepTracker(ctx.tracking_uri, args.experiment, plan.command, args.dataset, sweep_key(plan),
-                               {"command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
-                                "seeds": " ".join(map(str, ctx.seeds)),
-                                "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
+        tracker = SweepTracker(ctx.tracking_uri, experiment=args.experiment, command=plan.command, dataset=args.dataset,
+                               sweep_key=sweep_key(plan), params={
+                                   "command": plan.command, "dataset": args.dataset, "folds": " ".join(map(str, args.folds)),
+                                   "seeds": " ".join(map(str, ctx.seeds)),
+                                   "overrides": " ".join(args.overrides) or "-", "units": len(plan.units)})
     tracker.log_dataset(args.dataset, resolve_manifest(ctx.cfg.data)[0], ctx.manifest_hash)
     if tracker.resumed:
-        print(f"[{plan.command}] resuming unfinished parent run {tracker.parent_id}", file=sys.stderr)
+        log.info(f"resuming unfinished parent run {tracker.parent_id}")
     options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries,
                            cpus_per_gpu_trial=args.cpus_per_gpu_trial)
     # Ray Tune would catch Ctrl-C and end the sweep "normally" (parent FINISHED, units FAILED): let it
@@ -139,8 +143,7 @@ def run_command(
     finally:
         tracker.close(SweepTracker.status_for(error))
     if isinstance(error, KeyboardInterrupt):
-        print(f"[{plan.command}] interrupted: parent run {tracker.parent_id} KILLED; rerun the same command to resume",
-              file=sys.stderr)
+        log.warning(f"interrupted: parent run {tracker.parent_id} KILLED; rerun the same command to resume")
         return 130
     return 0 if not outcome.failed and not outcome.skipped else 1
 

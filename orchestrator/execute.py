@@ -14,9 +14,9 @@ import torch
 
 from clile_core.atomic import write_text
 from clile_core.data.fold_data import load_fold_data
-from clile_core.model_io import MODEL_JSON
+from clile_core.names import MODEL_JSON, TRAIN_SECONDS, UNIT_RECORD
 from clile_core.stages import get_stage
-from orchestrator.store import UNIT_RECORD, ArtifactStore
+from orchestrator.store import ArtifactStore
 from orchestrator.units import Unit
 
 Report = Callable[[dict[str, Any]], None]
@@ -72,11 +72,11 @@ def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
             store.publish_features(key)
         record = {
             "key": unit.key, "stage": unit.stage, "fold": unit.fold, "metrics": result.metrics,
-            "history": result.history, "train_seconds": time.time() - start, "host": socket.gethostname(),
+            "history": result.history, TRAIN_SECONDS: time.time() - start, "host": socket.gethostname(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         # Drawn here, in the trial, while other units train: the figures are part of the unit, reused with it.
-        unit_figures(workdir, result.history, data.au_names, cfg.threshold, unit.name())
+        unit_figures(workdir, history=result.history, au_names=data.au_names, threshold=cfg.threshold, title=unit.name())
         if (workdir / MODEL_JSON).exists():  # a unit that predicts AUs (stage 0, stage II) can be served
             save_unit_model(workdir, data.images_root / data.manifest["image"].iloc[0])
         record["unit_seconds"] = time.time() - begun  # all the trial's work: data, training, figures, model

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from clile_core.names import VAL_F1_AVG
 from orchestrator.units import Unit
 
 QUEUED, RUNNING, DONE, FAILED, SKIPPED = "queued", "running", "done", "failed", "skipped"
@@ -108,7 +109,7 @@ class Progress:
         if "epoch" in result:
             state.epoch = int(result["epoch"])
             state.loss = float(result.get("train_loss", math.nan))
-            state.val_f1 = float(result.get("val_f1_avg", math.nan))
+            state.val_f1 = float(result.get(VAL_F1_AVG, math.nan))
 
     def end(self, key: str, ok: bool) -> None:
         self.states[key].status = DONE if ok else FAILED

@@ -4,16 +4,18 @@ and, with ``--register NAME``, the best row's model in the Model Registry."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 import mlflow
 
+from clile_core.log import get_logger
+from clile_core.names import AVG, REUSED_FROM_TAG, TEST_F1_AVG
 from orchestrator.cli import Context
-from orchestrator.resources import warn
 from orchestrator.sweep import SweepOutcome
 from orchestrator.tracking import SweepTracker
 from reports.build import Report, build
+
+log = get_logger("report")
 
 
 def _logged_model(tracker: SweepTracker, run_id: str) -> str | None:
@@ -22,39 +24,39 @@ def _logged_model(tracker: SweepTracker, run_id: str) -> str | None:
     outputs = run.outputs.model_outputs if run.outputs else []
     if outputs:
         return outputs[0].model_id
-    trained = run.data.tags.get("reused_from")
+    trained = run.data.tags.get(REUSED_FROM_TAG)
     return _logged_model(tracker, trained) if trained and trained != "unknown" else None
 
 
 def register_best(tracker: SweepTracker, report: Report, name: str) -> str:
     """Register, as a new version of ``name``, the model of the best row (mean test F1) — its fold with the
     best test F1 — and say which it is."""
-    means = report.test.mean["avg"].dropna()
+    means = report.test.mean[AVG].dropna()
     if not len(means):
         return f"--register {name}: no row has a finished unit; nothing registered"
     row = str(means.idxmax())
-    cell = report.cells[report.cells["row"] == row].sort_values("avg").iloc[-1]
+    cell = report.cells[report.cells["row"] == row].sort_values(AVG).iloc[-1]
     model_id = _logged_model(tracker, cell["run_id"])
     if model_id is None:
         return f"--register {name}: row {row} fold {cell['fold']} (run {cell['run_id']}) has no logged model"
     version = mlflow.register_model(f"models:/{model_id}", name, tags={
-        "row": row, "fold": str(cell["fold"]), "test_f1_avg": f"{cell['avg']:.2f}", "sweep_run": tracker.parent_id})
+        "row": row, "fold": str(cell["fold"]), TEST_F1_AVG: f"{cell[AVG]:.2f}", "sweep_run": tracker.parent_id})
     return (f"registered model '{name}' version {version.version}: row {row}, fold {cell['fold']} "
-            f"(test F1 {cell['avg']:.1f}); serve it with: mlflow models serve -m models:/{name}/{version.version} "
+            f"(test F1 {cell[AVG]:.1f}); serve it with: mlflow models serve -m models:/{name}/{version.version} "
             f"--env-manager local")
 
 
-def print_table(ctx: Context, title: str, rows: list[str], tracker: SweepTracker, outcome: SweepOutcome) -> str:
+def print_table(ctx: Context, title: str, *, rows: list[str], tracker: SweepTracker, outcome: SweepOutcome) -> str:
     started = time.time()
-    report = build(tracker.client, tracker.experiment_id, tracker.parent_id, rows=rows, au_names=ctx.au_names,
-                   total_folds=ctx.runs_per_row)
-    warn(f"timing: report phase {time.time() - started:.1f}s (tables and summary figures)")
+    report = build(tracker.client, tracker.experiment_id, parent_id=tracker.parent_id, rows=rows,
+                   au_names=ctx.au_names, total_folds=ctx.runs_per_row)
+    log.info(f"timing: report phase {time.time() - started:.1f}s (tables and summary figures)")
     text = f"{title}\n\n{report.markdown()}"
     if outcome.failed or outcome.skipped:
         text += f"\n{len(outcome.failed)} unit(s) failed, {len(outcome.skipped)} skipped: their cells are missing (—) or count fewer folds.\n"
     print(text)
-    print(f"[{ctx.args.experiment}] reused {len(outcome.reused)} unit(s), trained {len(outcome.completed)}; "
-          f"tables and figures in {report.out_dir} and on parent run {tracker.parent_id}", file=sys.stderr)
+    log.info(f"{ctx.args.experiment}: reused {len(outcome.reused)} unit(s), trained {len(outcome.completed)}; "
+             f"tables and figures in {report.out_dir} and on parent run {tracker.parent_id}")
     if ctx.args.register:
-        print(f"[{ctx.args.experiment}] {register_best(tracker, report, ctx.args.register)}", file=sys.stderr)
+        log.info(f"{ctx.args.experiment}: {register_best(tracker, report, ctx.args.register)}")
     return text

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 from clile_core.stages import get_stage
+from orchestrator import ray_watchdog
 from orchestrator.execute import FAIL_ENV
 
 
@@ -27,6 +27,7 @@ def init_ray(address: str | None) -> dict[str, float]:
 
         ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        ray_watchdog.start()  # our Ray's agents would outlive a driver killed with -9
     return ray.cluster_resources()
 
 
@@ -72,6 +73,3 @@ def explain(cluster: dict[str, float], gpus_per_trial: float) -> str:
         line += " — no GPU available, every trial runs on CPU"
     return line
 
-
-def warn(message: str) -> None:
-    print(f"[orchestrator] {message}", file=sys.stderr)

@@ -20,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from clile_core.config import RunConfig, merge, to_dict
 from clile_core.log import get_logger
+from clile_core.names import BEST_VAL_F1_AVG, DATASET_TAG, STAGE_TAG
 from clile_core.variants import get_variant
 from orchestrator.cli import Context, run_command
 from orchestrator.execute import claim_trial_share, run_unit
@@ -65,7 +66,7 @@ def search_trainable(config: dict[str, Any]) -> None:
                 store.save_spec(unit)
                 run_unit(store, unit, lambda metrics: None)
                 keys.append(unit.key)
-            scores.append(store.record(plan.cells[("CL-ILE", fold, seed)])["metrics"]["best_val_f1_avg"])
+            scores.append(store.record(plan.cells[("CL-ILE", fold, seed)])["metrics"][BEST_VAL_F1_AVG])
         tune.report({"folds_done": done, METRIC: sum(scores) / len(scores), "unit_keys": ",".join(keys)})
 
 
@@ -83,7 +84,7 @@ class _TrialTracking(tune.Callback):
         sample = self._sample(trial)
         self.runs[trial.trial_id] = self.tracker.start_child(
             f"search trial {trial.trial_id[-5:]} · {describe_sample(sample)}",
-            {"stage": "search-trial", "dataset": self.ctx.args.dataset}, sample)
+            {STAGE_TAG: "search-trial", DATASET_TAG: self.ctx.args.dataset}, sample)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.tracker.log_metrics(self.runs[trial.trial_id], {METRIC: result[METRIC]}, step=int(result["folds_done"]))
@@ -93,7 +94,7 @@ class _TrialTracking(tune.Callback):
         for key in filter(None, (trial.last_result or {}).get("unit_keys", "").split(",")):
             if self.store.is_complete(key) and self.store.trained_run_id(key) is None:
                 unit_run = self.tracker.start_unit(self.store.load_spec(key), self.ctx.args.dataset, parent_id=run_id)
-                self.tracker.finish_unit(key, self.store.record(key), self.store.unit_dir(key), replay_history=True,
+                self.tracker.finish_unit(key, self.store.record(key), unit_dir=self.store.unit_dir(key), replay_history=True,
                                          run_id=unit_run)
                 self.store.set_run_id(key, unit_run)
         self.tracker.client.set_terminated(run_id, status)
@@ -148,6 +149,38 @@ def open_study(url: str, name: str) -> tuple[optuna.Study, int]:
     return study, ended
 
 
+class ResumableSampler(optuna.samplers.BaseSampler):
+    """TPE whose draw for a new point depends only on the seed and the points before it, so a search
+    killed and resumed draws the points an uninterrupted one would, and reports the same best point.
+
+    A point's random state is ``seed + k``, k counting the study's earlier trials that did not fail: the
+    trial a kill left FAIL is rerun from its own (enqueued) point, so it must not shift the later draws.
+    TPE keeps no state besides its random generator, so a fresh one per trial loses nothing.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._tpe = optuna.samplers.TPESampler(seed=seed)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        earlier = study.get_trials(deepcopy=False)
+        k = sum(t.number < trial.number and t.state != TrialState.FAIL for t in earlier)
+        self._tpe = optuna.samplers.TPESampler(seed=self.seed + k)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+
 def best_trial(study: optuna.Study, covers_all_folds) -> optuna.trial.FrozenTrial | None:
     """The best trial whose point was trained on every fold (ASHA stops the others early, and Optuna then
     holds a partial mean for them)."""
@@ -172,8 +205,7 @@ def _search(ctx: Context, plan: Plan, tracker: SweepTracker, store: ArtifactStor
         resources = max((plan_resources(cluster, stage, ctx.args.gpus_per_trial, ctx.args.max_concurrent,
                                         cpus_per_gpu_trial=ctx.args.cpus_per_gpu_trial) for stage in sorted(trial_stages)),
                         key=lambda r: (r.gpu, r.cpu))
-        # Seeded by how many trials the study holds: a resumed search must not re-draw its first points.
-        sampler = optuna.samplers.TPESampler(seed=space.seed + len(study.trials))
+        sampler = ResumableSampler(space.seed)
         tuner = tune.Tuner(
             tune.with_resources(search_trainable, resources.as_ray()),
             param_space={**space.tune_space(), "store": store.location, "base": json.dumps(to_dict(ctx.cfg)),
@@ -225,7 +257,8 @@ def report(ctx: Context, plan: Plan, tracker: SweepTracker, outcome) -> None:
     outcome.completed |= evaluation.completed
     outcome.failed.update(evaluation.failed)
     outcome.skipped.update(evaluation.skipped)
-    print_table(ctx, "Search: the best λ/τ point vs the paper's defaults", [PAPER_ROW, BEST_ROW], tracker, outcome)
+    print_table(ctx, "Search: the best λ/τ point vs the paper's defaults", rows=[PAPER_ROW, BEST_ROW], tracker=tracker,
+                outcome=outcome)
 
 
 def main(argv: list[str] | None = None) -> int:

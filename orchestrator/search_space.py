@@ -2,31 +2,61 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import typing
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from clile_core.config import SEARCH_SPACES, ConfigError, RunConfig, merge, read_yaml, yaml_number
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass
+
+from search_spaces import ROOT as SEARCH_SPACES
+
+from clile_core.config import CHECKED, Conflict, Float, Int, RunConfig, load_file, merge
 
 SEARCH_FILE = SEARCH_SPACES / "search.yaml"
 LR_SCALE = "lr_scale"
-_TUNABLE = {f"stage1.{f}" for f in ("lam", "lr")} | {f"stage2.{f}" for f in ("lambda1", "lambda2", "lambda3", "tau", "lr")}
+# config keys a sample sets directly, and lr_scale, which multiplies both stage rates
+SpaceKey = Literal["stage1.lam", "stage1.lr", "stage2.lambda1", "stage2.lambda2", "stage2.lambda3", "stage2.tau",
+                   "stage2.lr", "lr_scale"]
+_TUNABLE = set(typing.get_args(SpaceKey)) - {LR_SCALE}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CHECKED)
 class ParamSpec:
-    type: str
-    low: float
-    high: float
+    type: Literal["uniform", "loguniform"]
+    low: Float
+    high: Float
+
+    @model_validator(mode="after")
+    def _samplable(self) -> ParamSpec:
+        if not self.low < self.high:
+            raise Conflict("needs low < high, got {low} and {high}", {"low": self.low, "high": self.high})
+        if self.type == "loguniform" and self.low <= 0:
+            raise Conflict("loguniform needs low > 0, got {low}", {"low": self.low})
+        return self
 
 
-@dataclass
+@dataclass(config=CHECKED)
+class Asha:
+    grace_period: Annotated[Int, Field(ge=1)] = 1
+    reduction_factor: Annotated[Int, Field(ge=2)] = 2
+
+
+@dataclass(config=CHECKED)
 class SearchSpace:
-    num_samples: int = 8
-    seed: int = 0
-    grace_period: int = 1
-    reduction_factor: int = 2
-    space: dict[str, ParamSpec] = field(default_factory=dict)
+    space: Annotated[dict[SpaceKey, ParamSpec], Field(min_length=1)]
+    num_samples: Annotated[Int, Field(ge=1)] = 8
+    seed: Int = 0
+    asha: Asha = field(default_factory=Asha)
+
+    @property
+    def grace_period(self) -> int:
+        return self.asha.grace_period
+
+    @property
+    def reduction_factor(self) -> int:
+        return self.asha.reduction_factor
 
     def tune_space(self) -> dict[str, Any]:
         from ray import tune
@@ -36,36 +66,7 @@ class SearchSpace:
 
 
 def load_search_space(path: str | Path = SEARCH_FILE) -> SearchSpace:
-    raw = read_yaml(path)
-    allowed_top = {"num_samples", "seed", "asha", "space"}
-    unknown = set(raw) - allowed_top
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed keys: {sorted(allowed_top)}")
-    asha = raw.get("asha") or {}
-    if set(asha) - {"grace_period", "reduction_factor"}:
-        raise ConfigError(f"{path}: asha takes grace_period and reduction_factor, got {sorted(asha)}")
-    space = {}
-    for key, spec in (raw.get("space") or {}).items():
-        where = f"{path}: space key '{key}'"
-        if key not in _TUNABLE | {LR_SCALE}:
-            raise ConfigError(f"{where} is not tunable; allowed keys: {sorted(_TUNABLE | {LR_SCALE})}")
-        if not isinstance(spec, dict) or set(spec) != {"type", "low", "high"}:
-            raise ConfigError(f"{where} needs exactly type, low, high")
-        if spec["type"] not in ("uniform", "loguniform"):
-            raise ConfigError(f"{where}: type {spec['type']!r} is not allowed; choose uniform or loguniform")
-        low, high = (yaml_number(spec[k]) for k in ("low", "high"))
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
-            raise ConfigError(f"{where}: needs numbers low < high, got low={low!r} high={high!r}")
-        if spec["type"] == "loguniform" and low <= 0:
-            raise ConfigError(f"{where}: loguniform needs low > 0, got {low!r}")
-        space[key] = ParamSpec(spec["type"], float(low), float(high))
-    if not space:
-        raise ConfigError(f"{path}: 'space' is empty; nothing to search")
-    result = SearchSpace(int(raw.get("num_samples", 8)), int(raw.get("seed", 0)), int(asha.get("grace_period", 1)),
-                         int(asha.get("reduction_factor", 2)), space)
-    if result.num_samples < 1 or result.grace_period < 1 or result.reduction_factor < 2:
-        raise ConfigError(f"{path}: num_samples >= 1, asha.grace_period >= 1 and asha.reduction_factor >= 2 are required")
-    return result
+    return load_file(SearchSpace, path)
 
 
 def apply_sample(cfg: RunConfig, sample: dict[str, Any]) -> RunConfig:
@@ -83,5 +84,3 @@ def apply_sample(cfg: RunConfig, sample: dict[str, Any]) -> RunConfig:
 
 def describe_sample(sample: dict[str, Any]) -> str:
     return " ".join(f"{k.split('.')[-1]}={v:.3g}" for k, v in sorted(sample.items()) if k in _TUNABLE | {LR_SCALE})
-
-

@@ -7,16 +7,21 @@ With a URI (``s3://bucket/prefix``, ``gs://…``) the store lives in object stor
 shared between nodes: each node works in a local scratch directory (``$CLILE_SCRATCH``, default
 ``~/.cache/clile/scratch/<hash of the URI>``), uploads a finished unit whole with its ``unit.json`` (the
 "complete" marker) last, and fetches a unit or a fold's feature cache once, when it first needs it.
+A unit being trained is locked on its node (a lock file) and, with object storage, across nodes (a lease
+object in the bucket, see ``RemoteLease``).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import socket
 import tempfile
+import threading
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,13 +30,12 @@ from typing import Any, Iterator
 from filelock import FileLock
 
 from clile_core.atomic import write_text
+from clile_core.names import FEATURES_MARKER, OWNER, UNIT_RECORD  # FEATURES_MARKER: written last, so uploaded last too
 from orchestrator.units import Unit
 
-UNIT_RECORD = "unit.json"
-OWNER = ".owner.json"
-FEATURES_MARKER = "meta.json"  # written last by the feature cache, so uploaded last too
 SCRATCH_ENV = "CLILE_SCRATCH"
 CHUNK = 8 << 20
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def is_uri(location: str) -> bool:
@@ -96,6 +100,63 @@ class RemoteFiles:
                 os.replace(tmp, local)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RemoteLease:
+    """A lock shared by every node that sees the bucket: an object ``{"token", "expires"}`` its holder
+    renews every third of ``lease`` seconds; a lease not renewed in time belongs to a dead holder and is
+    taken over.
+
+    pyarrow's filesystems offer no create-if-absent, so a free lock is claimed by writing our token,
+    waiting ``settle`` seconds and reading it back. Two nodes that both found it free each wrote within one
+    read+write round trip of the other's write; as long as that round trip is shorter than ``settle``,
+    both read back after both writes, see the same (last) token, and exactly one of them holds the lock.
+    """
+
+    def __init__(self, remote: RemoteFiles, rel: str, *, lease: float = 60.0, settle: float = 1.0, poll: float = 0.5):
+        self.remote, self.rel = remote, rel
+        self.lease, self.settle, self.poll = lease, settle, poll
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _holder(self) -> dict[str, Any] | None:
+        text = self.remote.read_text(self.rel)
+        try:
+            held = json.loads(text) if text else None
+        except ValueError:  # cannot happen with whole-object writes; a stray object counts as free
+            return None
+        return held if held and held.get("expires", 0) > time.time() else None
+
+    def _claim(self) -> None:
+        self.remote.write_text(self.rel, json.dumps({"token": self.token, "expires": time.time() + self.lease}))
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                if (self._holder() or {}).get("token") == self.token:
+                    self._claim()
+            except OSError:  # a network hiccup: the next try still comes before the lease runs out
+                pass
+
+    def __enter__(self) -> "RemoteLease":
+        while True:
+            if self._holder() is None:
+                self._claim()
+                time.sleep(self.settle)
+                if (self._holder() or {}).get("token") == self.token:
+                    break
+            time.sleep(self.poll)
+        self._renewer = threading.Thread(target=self._renew, name=f"lease {self.rel}", daemon=True)
+        self._renewer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._renewer:
+            self._renewer.join()
+        if (self._holder() or {}).get("token") == self.token:
+            self.remote.delete(self.rel)
 
 
 def default_scratch(uri: str) -> Path:
@@ -201,10 +262,15 @@ class ArtifactStore:
     @contextmanager
     def unit_lock(self, key: str) -> Iterator[None]:
         """Held while a unit trains: a second sweep asking for the same unit waits here, then finds it
-        complete and reuses it. The OS drops the lock when its holder dies, so kill -9 cannot wedge it."""
+        complete and reuses it. The node's lock file is dropped by the OS when its holder dies; with object
+        storage a lease in the bucket also holds across nodes, and a dead holder's lease expires."""
         (self.root / "locks").mkdir(exist_ok=True)
         with FileLock(self.root / "locks" / f"{key}.lock"):
-            yield
+            if self.remote:
+                with RemoteLease(self.remote, f"locks/{key}.json"):
+                    yield
+            else:
+                yield
 
     @contextmanager
     def workspace(self, unit: Unit) -> Iterator[Path]:
@@ -219,6 +285,12 @@ class ArtifactStore:
             if self.remote:  # whole unit, marker last: a reader on another node never sees half of it
                 self.remote.upload_dir(tmp, f"units/{unit.key}", last=UNIT_RECORD)
             os.replace(tmp, final)
+        except Exception as exc:
+            if _out_of_space(exc, tmp):
+                raise StoreError(f"--store {self.location}: the disk of {self.root} is full (unit {unit.key}: "
+                                 f"{exc}); its unfinished files were removed. Free space there (or pass --store "
+                                 f"<folder on a larger disk>) and rerun: the unit trains again") from exc
+            raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -238,6 +310,20 @@ class ArtifactStore:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def _out_of_space(exc: BaseException, where: Path) -> bool:
+    """ENOSPC/EDQUOT anywhere in the exception's chain, or a full disk under ``where``: torch.save reports a
+    full disk as a RuntimeError ("file write failed") without the errno."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in OUT_OF_SPACE:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(where).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:

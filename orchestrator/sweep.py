@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +13,18 @@ from typing import Any
 from ray import tune
 from ray.tune.search import Searcher
 
+from clile_core.log import get_logger
 from clile_core.models.backbones import parameter_count
+from clile_core.names import REUSED_FROM_TAG, RETRIES_TAG
 from clile_core.stages import STAGES, get_stage, stage_order
 from orchestrator.execute import REUSED, tune_trainable
 from orchestrator.progress import Progress
-from orchestrator.resources import explain, init_ray, plan_resources, warn
+from orchestrator.resources import explain, init_ray, plan_resources
 from orchestrator.store import ArtifactStore
 from orchestrator.tracking import SweepTracker
 from orchestrator.units import Plan, Unit
+
+log = get_logger("sweep")
 
 
 @dataclass
@@ -75,7 +78,7 @@ class _TrackingCallback(tune.Callback):
         self.progress.start(key)
         if key not in self.tracker.children:
             self.tracker.start_unit(self.units[key], self.dataset)
-            print(f"[sweep] start  {self.units[key].name()}", file=sys.stderr)
+            log.info("start  %s", self.units[key].name())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.tracker.log_epoch(trial.config["unit"], result)
@@ -87,8 +90,8 @@ class _TrackingCallback(tune.Callback):
         self.retries[key] = self.retries.get(key, 0) + 1
         run_id = self.tracker.children.get(key)
         if run_id:
-            self.tracker.client.set_tag(run_id, "retries", str(self.retries[key]))
-        warn(f"unit {self.units[key].name()} failed; retry {self.retries[key]}")
+            self.tracker.client.set_tag(run_id, RETRIES_TAG, str(self.retries[key]))
+        log.warning(f"unit {self.units[key].name()} failed; retry {self.retries[key]}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         key = trial.config["unit"]
@@ -97,13 +100,13 @@ class _TrackingCallback(tune.Callback):
             return
         reused = bool((trial.last_result or {}).get(REUSED))  # trained by a concurrent sweep meanwhile
         if reused:
-            self.tracker.client.set_tag(self.tracker.children[key], "reused_from", self.store.trained_run_id(key) or "concurrent sweep")
-        self.tracker.finish_unit(key, self.store.record(key), None if reused else self.store.unit_dir(key),
+            self.tracker.client.set_tag(self.tracker.children[key], REUSED_FROM_TAG, self.store.trained_run_id(key) or "concurrent sweep")
+        self.tracker.finish_unit(key, self.store.record(key), unit_dir=None if reused else self.store.unit_dir(key),
                                  replay_history=reused)
         if not reused:
             self.store.set_run_id(key, self.tracker.children[key])
         self.outcome.completed.add(key)
-        print(f"[sweep] done   {self.units[key].name()}", file=sys.stderr)
+        log.info("done   %s", self.units[key].name())
 
     def on_trial_error(self, iteration, trials, trial, **info):
         key = trial.config["unit"]
@@ -111,7 +114,7 @@ class _TrackingCallback(tune.Callback):
         reason = _error_text(trial)
         self.outcome.failed[key] = reason
         self.tracker.fail_unit(key, reason)
-        warn(f"unit {self.units[key].name()} FAILED: {reason.strip().splitlines()[-1] if reason.strip() else 'unknown'}")
+        log.warning(f"unit {self.units[key].name()} FAILED: {reason.strip().splitlines()[-1] if reason.strip() else 'unknown'}")
 
 
 def _error_text(trial: Any) -> str:
@@ -127,7 +130,7 @@ def _reuse(unit: Unit, store: ArtifactStore, tracker: SweepTracker, dataset: str
     if unit.key in tracker.finished_units:  # already recorded under this parent before a restart
         return
     tracker.start_unit(unit, dataset, reused_from=store.trained_run_id(unit.key) or "unknown")
-    tracker.finish_unit(unit.key, store.record(unit.key), None, replay_history=True)
+    tracker.finish_unit(unit.key, store.record(unit.key), unit_dir=None, replay_history=True)
 
 
 def _downstream(units: list[Unit]) -> dict[str, list[str]]:
@@ -229,8 +232,8 @@ def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, opt
         for key in searcher.skipped:
             progress.skip(key)
     first = min((s.started for s in progress.states.values() if s.started), default=time.time()) - started
-    warn(f"timing: sweep phase {time.time() - started:.1f}s (one Tune run over {len(units)} units; "
-         f"start-up {first:.1f}s: the first unit started after Ray started its first trial actor)")
+    log.info(f"timing: sweep phase {time.time() - started:.1f}s (one Tune run over {len(units)} units; "
+             f"start-up {first:.1f}s: the first unit started after Ray started its first trial actor)")
     outcome.skipped.update(searcher.skipped)
     for unit in units:  # a trial that ended without completing its unit (e.g. killed actor) is a failure too
         if not store.is_complete(unit.key) and unit.key not in outcome.failed and unit.key not in outcome.skipped:
@@ -243,7 +246,7 @@ def execute(plan: Plan, store: ArtifactStore, tracker: SweepTracker, options: Sw
     outcome = SweepOutcome()
     removed = store.clean_stale()
     if removed:
-        warn(f"removed {removed} unfinished unit workspace(s) left by an earlier crash; those units rerun")
+        log.warning(f"removed {removed} unfinished unit workspace(s) left by an earlier crash; those units rerun")
     pending = []
     for unit in plan.units.values():
         if store.is_complete(unit.key):
@@ -253,10 +256,10 @@ def execute(plan: Plan, store: ArtifactStore, tracker: SweepTracker, options: Sw
             store.save_spec(unit)
     if pending:
         cluster = init_ray(options.address)
-        warn(explain(cluster, options.gpus_per_trial))
+        log.info(explain(cluster, options.gpus_per_trial))
         counts = ", ".join(f"{sum(u.stage == name for u in pending)} {stage.label}" for name, stage in STAGES.items())
-        warn(f"{len(pending)} unit(s) to train ({counts}), {len(plan.units) - len(pending)} reused")
+        log.info(f"{len(pending)} unit(s) to train ({counts}), {len(plan.units) - len(pending)} reused")
         _run_dag(pending, store, tracker, options, cluster, outcome, f"{plan.command}-{time.strftime('%Y%m%d-%H%M%S')}")
     for key, upstream in outcome.skipped.items():
-        warn(f"skipped {plan.units[key].name()}: upstream unit {upstream} did not complete")
+        log.warning(f"skipped {plan.units[key].name()}: upstream unit {upstream} did not complete")
     return outcome

@@ -17,25 +17,23 @@ from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import (DatasetInput, InputTag, LoggedModelOutput, LoggedModelStatus, Metric, Param,
                              RunStatus)
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
 import clile_core
 from clile_core.config import flatten
-from orchestrator.liveness import is_gone, process_identity
 from clile_core.data.manifest import read_manifest
-from orchestrator.au_model import MLFLOW_MODEL
+from clile_core.log import get_logger
+from clile_core.names import (BACKBONE_TAG, CODE_VERSION_TAG, COMMAND_TAG, DATASET_TAG, DRIVER_TAG, ERROR_TAG,
+                              FINAL_FOR_TAG, FOLD_TAG, MLFLOW_MODEL, NOT_LOGGED, REUSED_FROM_TAG, SEED_TAG, STAGE_TAG,
+                              SWEEP_TAG, TRAIN_SECONDS, UNIT_ARTIFACTS, UNIT_FIGURES, UNIT_TAG, VARIANT_TAG)
+from orchestrator.liveness import is_gone, process_identity
 from orchestrator.units import Unit
-from reports.figures import UNIT_FIGURES
 
-SWEEP_TAG = "sweep_key"
-DRIVER_TAG = "driver"  # host:pid:start-time of the command that owns a parent run
 # What a stage reports per epoch; Ray adds its own bookkeeping (pid, timestamp, …) that is not ours to log.
 EPOCH_METRIC_PREFIXES = ("train_", "val_", "lr", "epoch_seconds")
-UNIT_TAG = "unit_key"
+MLMODEL = "MLmodel"  # MLflow's own descriptor file: present once a model folder is complete
 
-
-def default_tracking_uri() -> str:
-    return f"sqlite:///{Path('mlflow.db').resolve()}"
+log = get_logger("tracking")
 
 
 def code_version() -> str:
@@ -69,8 +67,9 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
 class SweepTracker:
     """The parent run of one command invocation and the child runs of its units."""
 
-    def __init__(self, tracking_uri: str, experiment: str, command: str, dataset: str, sweep_key: str, params: dict[str, Any]):
-        mlflow.set_tracking_uri(tracking_uri)
+    def __init__(self, tracking_uri: str, *, experiment: str, command: str, dataset: str, sweep_key: str,
+                 params: dict[str, Any]):
+        mlflow.set_tracking_uri(tracking_uri)  # for mlflow.register_model (orchestrator.report), which has no client
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = experiment_id(self.client, experiment, tracking_uri)
         self.code_version = code_version()
@@ -94,14 +93,14 @@ class SweepTracker:
             return parent_id, True
         name = f"{command} · {dataset} · {time.strftime('%Y-%m-%d %H:%M:%S')}"
         run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            SWEEP_TAG: sweep_key, "command": command, "dataset": dataset, "code_version": self.code_version,
+            SWEEP_TAG: sweep_key, COMMAND_TAG: command, DATASET_TAG: dataset, CODE_VERSION_TAG: self.code_version,
             DRIVER_TAG: process_identity()})
         self._log_params(run.info.run_id, params)
         return run.info.run_id, False
 
     def _settle_children(self, parent_id: str) -> None:
         """Children left RUNNING by a killed driver become KILLED; FINISHED ones count as done."""
-        for child in self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'"):
+        for child in self.client.search_runs([self.experiment_id], f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_id}'"):
             key = child.data.tags.get(UNIT_TAG)
             if child.info.status == "FINISHED" and key:
                 self.finished_units.add(key)
@@ -130,20 +129,20 @@ class SweepTracker:
             self.client.log_batch(run_id, metrics=chunk)
 
     def start_child(self, name: str, tags: dict[str, str], params: dict[str, Any], parent_id: str | None = None) -> str:
-        tags = {"mlflow.parentRunId": parent_id or self.parent_id, "code_version": self.code_version, **tags}
+        tags = {MLFLOW_PARENT_RUN_ID: parent_id or self.parent_id, CODE_VERSION_TAG: self.code_version, **tags}
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self._log_params(run.info.run_id, params)
         return run.info.run_id
 
-    def start_unit(self, unit: Unit, dataset: str, reused_from: str | None = None, parent_id: str | None = None) -> str:
+    def start_unit(self, unit: Unit, dataset: str, *, reused_from: str | None = None, parent_id: str | None = None) -> str:
         """A run for ``unit``: a child of the sweep, or nested under ``parent_id`` (a search trial)."""
         tags = {
-            UNIT_TAG: unit.key, "dataset": dataset, "fold": str(unit.fold), "variant": ",".join(unit.variants),
-            "final_for": ",".join(unit.final_for), "backbone": unit.backbone, "stage": unit.stage,
-            "seed": str(unit.seed),
+            UNIT_TAG: unit.key, DATASET_TAG: dataset, FOLD_TAG: str(unit.fold), VARIANT_TAG: ",".join(unit.variants),
+            FINAL_FOR_TAG: ",".join(unit.final_for), BACKBONE_TAG: unit.backbone, STAGE_TAG: unit.stage,
+            SEED_TAG: str(unit.seed),
         }
         if reused_from:
-            tags["reused_from"] = reused_from
+            tags[REUSED_FROM_TAG] = reused_from
         run_id = self.start_child(unit.name(), tags, flatten(unit.run_config()), parent_id)
         if parent_id is None:  # only the sweep's own children answer its table
             self.children[unit.key] = run_id
@@ -155,7 +154,7 @@ class SweepTracker:
             epoch = int(metrics["epoch"])
             self.log_metrics(run_id, {k: v for k, v in metrics.items() if k.startswith(EPOCH_METRIC_PREFIXES)}, step=epoch)
 
-    def finish_unit(self, unit_key: str, record: dict[str, Any], unit_dir: Path | None, replay_history: bool,
+    def finish_unit(self, unit_key: str, record: dict[str, Any], *, unit_dir: Path | None, replay_history: bool,
                     run_id: str | None = None) -> None:
         """Final metrics (and, for a reused unit, its epoch history) and artifacts; then FINISHED.
         ``run_id`` names a run nested elsewhere; by default the unit's child of the sweep."""
@@ -164,20 +163,26 @@ class SweepTracker:
         if replay_history:
             for row in record.get("history", []):
                 self.log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-        self.log_metrics(run_id, {**record["metrics"], "train_seconds": record.get("train_seconds", 0.0)})
+        self.log_metrics(run_id, {**record["metrics"], TRAIN_SECONDS: record.get(TRAIN_SECONDS, 0.0)})
         if unit_dir is not None:
-            for name in ("model.json", "result.json", "unit.json", "predictions.npz", "stage1.pt"):
-                if (unit_dir / name).exists():
-                    self.client.log_artifact(run_id, str(unit_dir / name), "unit")
-            if (unit_dir / "weights.pt").exists():
-                self.client.log_artifact(run_id, str(unit_dir / "weights.pt"), "model")
-            if (unit_dir / UNIT_FIGURES).is_dir():
-                self.client.log_artifacts(run_id, str(unit_dir / UNIT_FIGURES), UNIT_FIGURES)
-            if (unit_dir / MLFLOW_MODEL / "MLmodel").exists():
-                self._log_model(run_id, unit_dir / MLFLOW_MODEL)
+            self._log_unit_files(run_id, unit_dir)
         self.client.set_terminated(run_id, "FINISHED")
         if direct:
             self.finished_units.add(unit_key)
+
+    def _log_unit_files(self, run_id: str, unit_dir: Path) -> None:
+        """Every file the unit's stage wrote, each where ``clile_core.names`` puts it. A file of no known name is
+        said, not skipped silently: a stage that renames a file must rename it in ``clile_core.names`` too."""
+        for path in sorted(unit_dir.iterdir()):
+            if path.name in UNIT_ARTIFACTS:
+                self.client.log_artifact(run_id, str(path), UNIT_ARTIFACTS[path.name])
+            elif path.name == UNIT_FIGURES:
+                self.client.log_artifacts(run_id, str(path), UNIT_FIGURES)
+            elif path.name == MLFLOW_MODEL:
+                if (path / MLMODEL).exists():
+                    self._log_model(run_id, path)
+            elif path.name not in NOT_LOGGED:
+                log.warning("%s: not logged to run %s (a file no name in clile_core.names describes)", path, run_id)
 
     def _log_model(self, run_id: str, model_dir: Path) -> None:
         """The MLflow model the trial saved, as the run's logged model (the UI's Models column; registrable)."""
@@ -191,7 +196,7 @@ class SweepTracker:
         run_id = self.children.get(unit_key)
         if run_id is None:
             return
-        self.client.set_tag(run_id, "error", reason[:5000])
+        self.client.set_tag(run_id, ERROR_TAG, reason[:5000])
         self.client.set_terminated(run_id, status)
 
     def close(self, status: str) -> None:

@@ -14,9 +14,12 @@ import sys
 
 from mlflow import MlflowClient
 
-from orchestrator.tracking import default_tracking_uri
+from clile_core.log import get_logger
+from clile_core.names import default_tracking_uri
 
 RUNS_VIEW = "workflowType=machine_learning"  # the query that opens MLflow 3.17's "Model training" view
+
+log = get_logger("ui")
 
 
 def experiment_url(base: str, experiment_id: str) -> str:
@@ -46,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     uri = args.tracking_uri or default_tracking_uri()
     base = f"http://{args.host}:{args.port}"
     links = experiment_links(uri, base)
-    print(f"MLflow UI for {uri} at {base}  (Ctrl-C stops it)", flush=True)
-    print("experiments (runs table):\n" + "\n".join(links) if links else "no runs recorded yet", flush=True)
+    log.info(f"MLflow UI for {uri} at {base}  (Ctrl-C stops it)")
+    log.info("experiments (runs table):\n" + "\n".join(links) if links else "no runs recorded yet")
     command = server_command(uri, args.host, args.port)
     os.execv(command[0], command)  # become the server: Ctrl-C and kill reach it directly
 

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
+from clile_core.log import get_logger
+from clile_core.names import (AVG, COMMAND_TAG, DATASET_TAG, F1_FIGURE, FOLD_TAG, SEEN, SEEN_UNSEEN_FIGURE, TABLES_DIR,
+                              TEST, UNIT_FIGURES, default_tracking_uri, row_metric)
 from clile_core.variants import load_variants
-from orchestrator.tracking import default_tracking_uri
 from reports import collect, figures, published
 from reports.formats import to_markdown, ui_frame, write_all
 from reports.tables import (Summary, Table, ablation_table, backbones_table, comparison_table, identity_table,
@@ -30,13 +31,8 @@ from reports.tables import (Summary, Table, ablation_table, backbones_table, com
 
 MAIN_TABLE = {"ablate": "ablation", "backbones": "backbones"}  # other commands: the comparison table
 ABLATION_BASELINE = "A0"  # Table 3's rows are read as differences to stage 0 alone
-NOTE_TAG = "mlflow.note.content"  # the run's description in the UI, rendered as Markdown
 
-
-def row_metric(row: str) -> str:
-    """The parent run's metric for a table row's mean test F1, e.g. ``f1_avg.CL-ILE``; characters MLflow
-    refuses in metric names become ``_``."""
-    return "f1_avg." + re.sub(r"[^\w\-. /:]", "_", row)
+logger = get_logger("reports")  # not `log`: build() has a parameter of that name
 
 
 @dataclass
@@ -77,20 +73,24 @@ def _total_folds(parent: pd.Series, units: pd.DataFrame) -> int:
     folds, seeds = parent.get("params.folds"), parent.get("params.seeds")
     if isinstance(folds, str) and folds.split():
         return len(folds.split()) * (len(seeds.split()) if isinstance(seeds, str) and seeds.split() else 1)
-    return int(units["tags.fold"].nunique()) if len(units) and "tags.fold" in units else 0
+    fold = f"tags.{FOLD_TAG}"
+    return int(units[fold].nunique()) if len(units) and fold in units else 0
 
 
-def _tables(command: str, dataset: str, units: pd.DataFrame, test_cells: pd.DataFrame, test: Summary, rows: list[str],
-            au_names: list[str], total_folds: int, comparison: published.Comparison | None) -> dict[str, Table]:
+def _tables(command: str, *, dataset: str, units: pd.DataFrame, test_cells: pd.DataFrame, test: Summary,
+            rows: list[str], au_names: list[str], total_folds: int,
+            comparison: published.Comparison | None) -> dict[str, Table]:
     tables = {"comparison": comparison_table(test, au_names, total_folds, comparison)}
     if command == "ablate":
         differences = paired_differences(test_cells, rows, ABLATION_BASELINE)
-        tables["ablation"] = ablation_table(test, load_variants(), total_folds, published.ablation(), dataset,
-                                            differences, ABLATION_BASELINE)
+        tables["ablation"] = ablation_table(test, variants=load_variants(), total_folds=total_folds,
+                                            paper=published.ablation(), dataset=dataset, differences=differences,
+                                            baseline=ABLATION_BASELINE)
         tables["identity"] = identity_table(collect.metric_cells(units, ""), rows)
     elif command == "backbones" and rows:
         differences = paired_differences(test_cells, rows, rows[0])
-        tables["backbones"] = backbones_table(test, total_folds, published.backbones(), dataset, differences, rows[0])
+        tables["backbones"] = backbones_table(test, total_folds=total_folds, paper=published.backbones(),
+                                              dataset=dataset, differences=differences, baseline=rows[0])
     return tables
 
 
@@ -107,57 +107,58 @@ def log_ui_table(client: MlflowClient, run_id: str, frame: pd.DataFrame, artifac
         client.log_artifact(run_id, str(path), folder)
 
 
-def summary_figures(test: Summary, seen: Summary, au_names: list[str], comparison: published.Comparison | None,
+def summary_figures(test: Summary, *, seen: Summary, au_names: list[str], comparison: published.Comparison | None,
                     out_dir: Path) -> list[Path]:
     paper = {}
     if comparison is not None:
-        paper = {str(m): comparison.frame.loc[m, [*au_names, "avg"]].to_list()
+        paper = {str(m): comparison.frame.loc[m, [*au_names, AVG]].to_list()
                  for m in comparison.frame.index if str(m).startswith("CL-ILE")}
     note = comparison.note if comparison is not None else "no published per-AU table for this dataset / AU set"
-    paths = figures.save(figures.f1_bars(test, au_names, paper, note), out_dir, "f1_vs_paper")
-    return paths + figures.save(figures.seen_vs_unseen(test, seen), out_dir, "seen_vs_unseen")
+    paths = figures.save(figures.f1_bars(test, au_names, paper, note), out_dir, F1_FIGURE)
+    return paths + figures.save(figures.seen_vs_unseen(test, seen), out_dir, SEEN_UNSEEN_FIGURE)
 
 
-def build(client: MlflowClient, experiment_id: str, parent_id: str | None = None, out_dir: Path | None = None,
+def build(client: MlflowClient, experiment_id: str, *, parent_id: str | None = None, out_dir: Path | None = None,
           rows: list[str] | None = None, au_names: list[str] | None = None, total_folds: int | None = None,
           log: bool = True) -> Report:
     """Tables and summary figures of one sweep. ``rows``/``au_names``/``total_folds`` default to what the runs hold;
     a driver passes its own so rows whose units never started still show, as missing."""
     # a progress bar per small downloaded file would drown the printed table in the driver's output
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    parent = collect.parent_run(experiment_id, parent_id)
+    parent = collect.parent_run(client, experiment_id, parent_id)
     parent_id = parent["run_id"]
-    units = collect.unit_runs(experiment_id, parent_id)
-    command, dataset = _tag(parent, "command"), _tag(parent, "dataset")
+    units = collect.unit_runs(client, experiment_id, parent_id)
+    command, dataset = _tag(parent, COMMAND_TAG), _tag(parent, DATASET_TAG)
     au_names = au_names or collect.au_names(units)
     rows = rows or _rows(units, command)
     total_folds = total_folds or _total_folds(parent, units)
     out_dir = Path(out_dir or Path("reports_out") / parent_id)
-    cells = collect.cells(units, "test")
+    cells = collect.cells(units, TEST)
     test = summarise(cells, rows, au_names)
-    seen = summarise(collect.cells(units, "seen"), rows, au_names)
+    seen = summarise(collect.cells(units, SEEN), rows, au_names)
     comparison = published.comparison(dataset, au_names)
-    report = Report(parent_id, command, out_dir, _tables(command, dataset, units, cells, test, rows, au_names,
-                                                        total_folds, comparison), test, cells)
+    tables = _tables(command, dataset=dataset, units=units, test_cells=cells, test=test, rows=rows, au_names=au_names,
+                     total_folds=total_folds, comparison=comparison)
+    report = Report(parent_id, command, out_dir, tables, test, cells)
 
     for table in report.tables.values():
-        paths = write_all(table, out_dir / "tables")
+        paths = write_all(table, out_dir / TABLES_DIR)
         report.files += paths
         if log:
             for path in paths:
-                client.log_artifact(parent_id, str(path), "tables")
-            log_ui_table(client, parent_id, ui_frame(table), f"tables/{table.name}.json")
+                client.log_artifact(parent_id, str(path), TABLES_DIR)
+            log_ui_table(client, parent_id, ui_frame(table), f"{TABLES_DIR}/{table.name}.json")
     if log:  # the runs table compares sweeps by these; the parent's description shows the table itself
-        client.set_tag(parent_id, NOTE_TAG, report.markdown())
-        means = test.mean["avg"].dropna()
+        client.set_tag(parent_id, MLFLOW_RUN_NOTE, report.markdown())
+        means = test.mean[AVG].dropna()
         if len(means):
             client.log_batch(parent_id, metrics=[Metric(row_metric(row), float(v), int(time.time() * 1000), 0)
                                                  for row, v in means.items()])
-    paths = summary_figures(test, seen, au_names, comparison, out_dir / "figures")
+    paths = summary_figures(test, seen=seen, au_names=au_names, comparison=comparison, out_dir=out_dir / UNIT_FIGURES)
     report.files += paths
     if log:
         for path in paths:
-            client.log_artifact(parent_id, str(path), "figures")
+            client.log_artifact(parent_id, str(path), UNIT_FIGURES)
 
     return report
 
@@ -171,21 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-log", action="store_true", help="only write files; log nothing to MLflow")
     args = parser.parse_args(argv)
     uri = args.tracking_uri or default_tracking_uri()
-    mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:
-        print(f"error: no experiment {args.experiment!r} at {uri}", file=sys.stderr)
+        logger.error(f"no experiment {args.experiment!r} at {uri}")
         return 2
     try:
-        report = build(client, experiment.experiment_id, args.parent, Path(args.out) if args.out else None,
-                       log=not args.no_log)
+        report = build(client, experiment.experiment_id, parent_id=args.parent,
+                       out_dir=Path(args.out) if args.out else None, log=not args.no_log)
     except LookupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        logger.error("%s", exc)
         return 2
     for table in report.tables.values():
         print(to_markdown(table))
-    print(f"{len(report.files)} files in {report.out_dir}" + ("" if args.no_log else f"; logged to run {report.parent_id}"))
+    logger.info(f"{len(report.files)} files in {report.out_dir}" + ("" if args.no_log else f"; logged to run {report.parent_id}"))
     return 0
 
 

@@ -15,15 +15,17 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from clile_core.diagnostics import ile_silhouettes  # noqa: E402
+from clile_core.names import (AU_CORRELATION_FIGURE, CURVES_FIGURE, FIGURE_FORMATS, IDENTITY_FIGURE,  # noqa: E402
+                              ILE_SILHOUETTE_AU, ILE_SILHOUETTE_SUBJECT, PREDICTIONS_FILE, STAGE1_FILE, UNIT_FIGURES,
+                              VAL, VAL_F1_AVG, WEIGHTS, f1_metric)
 from reports.tables import Summary  # noqa: E402
 
 LOSS_TERMS = ("train_loss", "train_bce", "train_id", "train_orth", "train_contra")
-UNIT_FIGURES = "figures"  # the folder, inside a unit's store folder and its MLflow run, of its figures
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.{ext}" for ext in ("png", "svg")]
+    paths = [out_dir / f"{stem}.{ext}" for ext in FIGURE_FORMATS]
     for path in paths:
         fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -64,7 +66,7 @@ def identity_embeddings(ile: np.ndarray, subjects: list[str], au_names: list[str
             ax.legend(fontsize=7, ncol=2, loc="best", markerscale=0.8)
     scores = ile_silhouettes(ile)
     fig.suptitle(_heading(title, f"Identity-label embeddings (PCA) — subject cohesion: mean silhouette by subject "
-                 f"{scores['ile_silhouette_subject']:.2f} (by AU {scores['ile_silhouette_au']:.2f}; 1 = tight clusters)"))
+                 f"{scores[ILE_SILHOUETTE_SUBJECT]:.2f} (by AU {scores[ILE_SILHOUETTE_AU]:.2f}; 1 = tight clusters)"))
     return fig
 
 
@@ -86,7 +88,7 @@ def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def au_correlations(labels: np.ndarray, probs: np.ndarray, au_names: list[str], threshold: float = 0.5,
+def au_correlations(labels: np.ndarray, probs: np.ndarray, au_names: list[str], *, threshold: float = 0.5,
                     au_embeddings: np.ndarray | None = None, title: str = "") -> Figure:
     """Fig. 4: ground-truth AU co-occurrence on the test fold beside the model's (its predictions'
     co-occurrence and, when it has them, its AU embeddings' cosine similarity); one order, one scale."""
@@ -117,11 +119,11 @@ def training_curves(history: dict[str, list[tuple[int, float]]], title: str) -> 
     losses.set_title("training loss terms")
     losses.set_xlabel("epoch")
     for name, points in sorted(history.items()):
-        if name.startswith("val_f1_AU") and points:
+        if name.startswith(f1_metric(VAL, "AU")) and points:
             epochs, values = zip(*sorted(points))
             f1.plot(epochs, values, lw=0.8, alpha=0.35, color="grey")
-    if history.get("val_f1_avg"):
-        epochs, values = zip(*sorted(history["val_f1_avg"]))
+    if history.get(VAL_F1_AVG):
+        epochs, values = zip(*sorted(history[VAL_F1_AVG]))
         f1.plot(epochs, values, marker="o", ms=3, lw=2, color="C3", label="average (per-AU in grey)")
     f1.set_title("validation F1 (%)")
     f1.set_xlabel("epoch")
@@ -178,26 +180,27 @@ def _series(history: list[dict[str, float]]) -> dict[str, list[tuple[int, float]
     series: dict[str, list[tuple[int, float]]] = {}
     for row in history:
         for key, value in row.items():
-            if key in (*LOSS_TERMS, "val_f1_avg") or key.startswith("val_f1_AU"):
+            if key in (*LOSS_TERMS, VAL_F1_AVG) or key.startswith(f1_metric(VAL, "AU")):
                 series.setdefault(key, []).append((int(row["epoch"]), float(value)))
     return series
 
 
-def unit_figures(unit_dir: Path, history: list[dict[str, float]], au_names: list[str], threshold: float,
+def unit_figures(unit_dir: Path, *, history: list[dict[str, float]], au_names: list[str], threshold: float,
                  title: str) -> list[Path]:
     """A unit's figures into ``unit_dir/figures``, from the files its stage wrote there: curves for every
     unit; Fig. 3 for a stage-I unit (``stage1.pt``); Fig. 4 for a unit with test predictions."""
     out_dir = unit_dir / UNIT_FIGURES
-    paths = save(training_curves(_series(history), title), out_dir, "curves")
-    if (unit_dir / "stage1.pt").exists():
-        saved = torch.load(unit_dir / "stage1.pt", map_location="cpu", weights_only=True)
+    paths = save(training_curves(_series(history), title), out_dir, CURVES_FIGURE)
+    if (unit_dir / STAGE1_FILE).exists():
+        saved = torch.load(unit_dir / STAGE1_FILE, map_location="cpu", weights_only=True)
         fig = identity_embeddings(saved["ile"].float().numpy(), [str(s) for s in saved["subjects"]], au_names, title)
-        paths += save(fig, out_dir, "fig3_identity_embeddings")
-    if (unit_dir / "predictions.npz").exists():
-        weights = unit_dir / "weights.pt"
+        paths += save(fig, out_dir, IDENTITY_FIGURE)
+    if (unit_dir / PREDICTIONS_FILE).exists():
+        weights = unit_dir / WEIGHTS
         saved = torch.load(weights, map_location="cpu", weights_only=True) if weights.exists() else {}
         embeddings = saved["au_embeddings"].float().numpy() if "au_embeddings" in saved else None
-        with np.load(unit_dir / "predictions.npz") as npz:
-            fig = au_correlations(npz["test_labels"], npz["test_probs"], au_names, threshold, embeddings, title)
-        paths += save(fig, out_dir, "fig4_au_correlations")
+        with np.load(unit_dir / PREDICTIONS_FILE) as npz:
+            fig = au_correlations(npz["test_labels"], npz["test_probs"], au_names, threshold=threshold,
+                                  au_embeddings=embeddings, title=title)
+        paths += save(fig, out_dir, AU_CORRELATION_FIGURE)
     return paths

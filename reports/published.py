@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from clile_core.datasets import get_dataset
+
 PUBLISHED = Path(__file__).resolve().parent / "published"
 
 # The paper's backbone names -> our registry names (clile_core.models.backbones.BACKBONES).
@@ -17,7 +19,6 @@ BACKBONE_NAMES = {
     "ResNet50": "resnet50",
     "EfficientNet-B2": "efficientnet_b2",
 }
-_COMPARISON_FILES = {"bp4d": "bp4d_f1.csv", "disfa": "disfa_f1.csv"}
 
 
 def read(name: str) -> pd.DataFrame:
@@ -34,22 +35,21 @@ class Comparison:
 
 
 def comparison(dataset: str, au_names: list[str]) -> Comparison | None:
-    """The published table for ``dataset`` if its AU set is ``au_names``.
+    """The published table the ``dataset``'s registry spec names, if its AU set is ``au_names``.
 
-    Synthetic runs get BP4D's table when their AUs are BP4D's, flagged as not comparable: the shapes
+    A spec may name another dataset's table as not comparable (the synthetic set gets BP4D's): the shapes
     of the bars are still informative, the numbers are not.
     """
-    name = _COMPARISON_FILES.get(dataset, _COMPARISON_FILES["bp4d"] if dataset == "synthetic" else None)
-    if name is None:
+    rows = get_dataset(dataset).published
+    if rows is None:
         return None
-    frame = read(name).set_index("method")
+    frame = read(rows.file).set_index("method")
     if [c for c in frame.columns if c.startswith("AU")] != list(au_names):
         return None
-    table = "Table 1" if name.startswith("bp4d") else "Table 2"
-    source = f"{name.split('_')[0].upper()} (paper {table})"
-    note = "" if dataset in _COMPARISON_FILES else (
-        f"Published rows are the paper's results on BP4D, not on the {dataset} data of this run: not comparable.")
-    return Comparison(frame, source, note)
+    note = "" if rows.comparable else (
+        f"Published rows are the paper's results on {rows.on}, not on the {dataset} data of this run: "
+        "not comparable.")
+    return Comparison(frame, rows.source, note)
 
 
 def ablation() -> pd.Series:

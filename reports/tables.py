@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from clile_core.names import (ID_PROBE_ACC, ID_PROBE_CHANCE, ILE_SILHOUETTE_AU, ILE_SILHOUETTE_SUBJECT, SEEN_F1_AVG,
+                              TEST_F1_AVG)
 from clile_core.variants import Variant
 from reports.published import Comparison
 
@@ -168,7 +170,7 @@ def _paper_note(dataset: str) -> str:
     return "" if dataset == "bp4d" else f" The paper's numbers are on BP4D; this run is on {dataset}: not comparable."
 
 
-def ablation_table(summary: Summary, variants: dict[str, Variant], total_folds: int, paper: pd.Series,
+def ablation_table(summary: Summary, *, variants: dict[str, Variant], total_folds: int, paper: pd.Series,
                    dataset: str, differences: pd.DataFrame, baseline: str) -> Table:
     """Table 3: each variant's switches and average F1 (mean ± std over folds × seeds) beside the paper's,
     and its paired difference to ``baseline`` (A0) with a 95 % interval."""
@@ -194,8 +196,8 @@ def ablation_table(summary: Summary, variants: dict[str, Variant], total_folds: 
                  _rank_columns(data, {"avg": 5, "paper": 7}), notes)
 
 
-def backbones_table(summary: Summary, total_folds: int, paper: pd.Series, dataset: str, differences: pd.DataFrame,
-                    baseline: str) -> Table:
+def backbones_table(summary: Summary, *, total_folds: int, paper: pd.Series, dataset: str,
+                    differences: pd.DataFrame, baseline: str) -> Table:
     """Table 4: stage-0 average F1 per backbone beside the paper's, and its paired difference to ``baseline``."""
     header = ["backbone", "avg F1 (mean ± std)", "folds", "paper", f"Δ vs {baseline} [95% CI]"]
     rows, records = [], []
@@ -216,12 +218,12 @@ def backbones_table(summary: Summary, total_folds: int, paper: pd.Series, datase
 
 # Identity diagnostics beside Table 3: (metric name in a unit's results, column header).
 IDENTITY_COLUMNS = [
-    ("ile_silhouette_subject", "ILE silhouette by subject"),
-    ("ile_silhouette_au", "ILE silhouette by AU"),
-    ("id_probe_acc", "identity probe acc. (%)"),
-    ("id_probe_chance", "probe chance (%)"),
-    ("seen_f1_avg", "seen F1"),
-    ("test_f1_avg", "unseen F1"),
+    (ILE_SILHOUETTE_SUBJECT, "ILE silhouette by subject"),
+    (ILE_SILHOUETTE_AU, "ILE silhouette by AU"),
+    (ID_PROBE_ACC, "identity probe acc. (%)"),
+    (ID_PROBE_CHANCE, "probe chance (%)"),
+    (SEEN_F1_AVG, "seen F1"),
+    (TEST_F1_AVG, "unseen F1"),
     ("gap", "gap (seen − unseen)"),
 ]
 
@@ -231,8 +233,8 @@ def identity_table(cells: pd.DataFrame, rows: list[str]) -> Table:
     subject/AU silhouettes (rows with a stage I), the linear identity probe on the embedding the row predicts
     from (A0: pooled backbone features; others: F_emb^G), and the seen − unseen F1 gap."""
     cells = cells.copy()
-    if {"seen_f1_avg", "test_f1_avg"} <= set(cells.columns):
-        cells["gap"] = cells["seen_f1_avg"] - cells["test_f1_avg"]
+    if {SEEN_F1_AVG, TEST_F1_AVG} <= set(cells.columns):
+        cells["gap"] = cells[SEEN_F1_AVG] - cells[TEST_F1_AVG]
     header = ["row", *[title for _, title in IDENTITY_COLUMNS], "folds"]
     table_rows, records = [], []
     for row in rows:
@@ -241,7 +243,7 @@ def identity_table(cells: pd.DataFrame, rows: list[str]) -> Table:
         texts = []
         for name, _ in IDENTITY_COLUMNS:
             values = mine[name].dropna().astype(float) if name in mine else pd.Series(dtype=float)
-            digits = 2 if name.startswith("ile_") else 1
+            digits = 2 if name in (ILE_SILHOUETTE_SUBJECT, ILE_SILHOUETTE_AU) else 1
             mean = float(values.mean()) if len(values) else np.nan
             record[name] = mean
             spread = f" ± {values.std(ddof=0):.{digits}f}" if len(values) > 1 else ""

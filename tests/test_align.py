@@ -244,7 +244,7 @@ def test_prepare_drops_the_frames_the_report_lists(tmp_path: Path, capsys) -> No
     assert code == 0
     manifest = pd.read_csv(out)
     assert manifest["frame"].tolist() == [1, 3, 5] and set(manifest["subject"]) == {"SN001"}
-    assert "4 of 7 frames have no aligned crop" in capsys.readouterr().out
+    assert "4 of 7 frames have no aligned crop" in capsys.readouterr().err
 
 
 # ---- feature-cache footprint (all of BP4D: README "From the release to Table 3") -----------------

@@ -19,8 +19,9 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,7 @@ class Cluster:
     address: str
     env: dict[str, str]
     temp_dirs: dict[str, Path]  # "head"/"worker" -> that node's Ray temp dir (its sessions and worker logs)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)  # "head"/"worker" -> its `ray start --block`
     # scratch dirs of the nodes ($CLILE_SCRATCH) are temp_dirs' parent / "scratch-h" and "scratch-w"
 
     def nodes(self, timeout: float = 60) -> list[dict]:
@@ -125,6 +127,7 @@ def ray_cluster(tmp_path):
         cluster.wait_for_nodes(1)
         procs.append(_start_node([f"--address={address}", f"--temp-dir={temp_dirs['worker']}", *common],
                                  {**env, "CLILE_SCRATCH": str(root / "scratch-w")}, tmp_path / "ray-worker.log"))
+        cluster.procs.update(head=procs[0], worker=procs[1])
         cluster.wait_for_nodes(2)
         yield cluster
     finally:
@@ -202,3 +205,48 @@ def test_cluster_sweep_on_two_node_ray_cluster(ray_cluster, tmp_path):
     assert len(ran_on) == len(records), ran_on
     assert set(ran_on.values()) <= {"head", "worker"}, ran_on
     assert time.monotonic() - started < 240
+
+
+def test_a_node_leaving_mid_sweep_leaves_its_units_to_the_other(ray_cluster, tmp_path):
+    """Two folds, so both 1-CPU nodes train at once; the worker node is stopped (as `ray stop` on it would)
+    while it trains a unit. The unit is retried on the head node; every unit is recorded once."""
+    store = tmp_path / "store"
+    cmd = [sys.executable, "-m", "orchestrator.ablate", "--address", ray_cluster.address, "--dataset", "synthetic",
+           "--folds", "1", "2", "--variants", *VARIANTS, "--store", str(store), "--retries", "2"]
+    for item in [*TINY, "stage1.epochs=400"]:
+        cmd += ["--set", item]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)  # keeps the pipe drained
+    reader.start()
+    victim, deadline = None, time.monotonic() + 300
+    while victim is None and proc.poll() is None and time.monotonic() < deadline:
+        on_worker = {pid for pid, node in _pids_by_node(ray_cluster).items() if node == "worker"}
+        for owner in (store / "units").glob(".tmp-*/.owner.json"):
+            try:
+                if json.loads(owner.read_text())["pid"] in on_worker:
+                    victim = owner.parent.name
+            except (OSError, ValueError):  # being written, or its unit just finished
+                pass
+        time.sleep(0.2)
+    assert victim, "".join(output)[-4000:]
+    _stop_node(ray_cluster.procs["worker"])
+    proc.wait(timeout=600)
+    reader.join(timeout=10)
+    text = "".join(output)
+    assert proc.returncode == 0, text[-6000:]
+    assert "failed; retry" in text, text[-6000:]
+    assert len(ray_cluster.wait_for_nodes(1)) == 1
+    records = {p.parent.name for p in (store / "units").glob("*/unit.json")}
+    assert len(records) == 6  # per fold: stage 0 (A0's answer, shared with CL-ILE), stage I, stage II
+    db = sqlite3.connect(tmp_path / "mlflow.db")
+    try:
+        children = db.execute(
+            "SELECT t.value, r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'unit_key' "
+            "WHERE r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = 'mlflow.parentRunId')").fetchall()
+    finally:
+        db.close()
+    assert sorted(children) == sorted((key, "FINISHED") for key in records), children
+    for variant in VARIANTS:
+        assert re.search(rf"^\| {re.escape(variant)} \|.*\| 2/2 \|", text, re.M), text[-6000:]

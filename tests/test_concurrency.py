@@ -16,8 +16,9 @@ from clile_core.config import RunConfig
 from clile_core.variants import get_variant
 from orchestrator import execute
 from orchestrator.liveness import is_gone, process_identity
-from orchestrator.store import UNIT_RECORD, ArtifactStore
-from orchestrator.tracking import DRIVER_TAG, SweepTracker
+from clile_core.names import DRIVER_TAG, UNIT_RECORD
+from orchestrator.store import ArtifactStore
+from orchestrator.tracking import SweepTracker
 from orchestrator.units import Plan, add_variant_fold
 
 SWEEP = ("--folds", "1", "--variants", "A0", "CL-ILE")  # 3 units: stage 0, stage I, stage II
@@ -42,7 +43,8 @@ def test_parent_is_resumed_only_when_its_driver_is_gone(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     def tracker() -> SweepTracker:
-        return SweepTracker(uri, "exp", "ablate", "synthetic", "key1", {"units": 1})
+        return SweepTracker(uri, experiment="exp", command="ablate", dataset="synthetic", sweep_key="key1",
+                            params={"units": 1})
 
     first = tracker()  # still "running": this process is its driver
     second = tracker()

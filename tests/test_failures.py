@@ -4,15 +4,19 @@ data-loss and path-escape cases refused outright."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from sweep_helpers import free_port
+from sweep_helpers import command, completed_units, free_port, main_table, run, runs, unit_runs
 from test_importers import write_bp4d
 
 from clile_core import predict as predict_cli
@@ -21,7 +25,8 @@ from clile_core.data import prepare, synthetic
 from clile_core.data.folds import split_fold
 from clile_core.data.images import read_image
 from clile_core.data.manifest import ManifestError, au_names, validate
-from clile_core.model_io import MODEL_JSON, load_model, save_model
+from clile_core.model_io import load_model, save_model
+from clile_core.names import MODEL_JSON
 from clile_core.models.backbones import create_backbone
 from clile_core.models.encoder import Stage0Model
 from orchestrator import ablate, search
@@ -298,5 +303,174 @@ def test_search_space_bounds_accept_exponent_numbers(tmp_path):
     path.write_text("space:\n  lr_scale: {type: loguniform, low: 1e-1, high: 3}\n")
     assert load_search_space(path).space["lr_scale"].low == pytest.approx(0.1)
     path.write_text("space:\n  lr_scale: {type: loguniform, low: small, high: 3}\n")
-    with pytest.raises(ConfigError, match="needs numbers low < high, got low='small'"):
+    with pytest.raises(ConfigError, match="key 'space.lr_scale.low': expected float, got 'small'"):
         load_search_space(path)
+
+
+# ---- the sweeps' own local Ray after kill -9 of the driver -------------------------------------------
+
+RAY_DRIVER = """import json, sys, time
+import psutil
+from orchestrator.resources import init_ray
+init_ray(None)
+procs = [p for p in psutil.Process().children(recursive=True) if "ray_watchdog" not in " ".join(p.cmdline())]
+print(json.dumps({p.pid: [p.name(), p.create_time()] for p in procs}), flush=True)
+time.sleep(600)
+"""
+
+
+def test_no_ray_process_of_a_killed_driver_survives():
+    """Without the watchdog, Ray 2.60's dashboard and runtime-env agents stay orphaned (checked by hand)."""
+    import psutil
+
+    driver = subprocess.Popen([sys.executable, "-c", RAY_DRIVER], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        ray_procs = json.loads(driver.stdout.readline())
+    finally:
+        driver.kill()  # SIGKILL: no atexit, no ray.shutdown
+        driver.wait()
+    names = {name for name, _ in ray_procs.values()}
+    assert {"raylet", "gcs_server", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names, names
+
+    def survivors() -> list[str]:
+        left = []
+        for pid, (name, started) in ray_procs.items():
+            try:
+                proc = psutil.Process(int(pid))
+                if proc.create_time() == started and proc.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{name} ({pid})")
+            except psutil.NoSuchProcess:
+                pass
+        return left
+
+    deadline = time.monotonic() + 30
+    while survivors() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert survivors() == []
+
+
+# ---- the disk filling up during a unit ---------------------------------------------------------------
+
+
+def _stage0_unit(store):
+    """A real tiny stage-0 unit (resnet18 at 32 px: its backbone file alone is ~45 MB)."""
+    from clile_core.data.fold_data import data_hash, resolve_manifest
+    from clile_core.data.manifest import read_manifest
+    from clile_core.variants import get_variant
+    from orchestrator.units import Plan, add_variant_fold
+
+    cfg = load_run_config("synthetic", None, [*TINY_SETS, "stage0.epochs=1", "stage0.batch_size=16"])
+    manifest_path, images = resolve_manifest(cfg.data)
+    digest = data_hash(read_manifest(manifest_path), images, store.features_dir)
+    return add_variant_fold(Plan("ablate"), cfg, get_variant("A0"), 1, digest, seed=0)
+
+
+def _assert_no_partial_unit(store, key: str) -> None:
+    assert not store.is_complete(key) and not (store.root / "units" / key).exists()
+    assert not list((store.root / "units").glob(".tmp-*"))  # the unfinished workspace was removed
+
+
+def test_a_full_disk_during_a_unit_is_named_and_leaves_no_partial_unit_real_enospc(tmp_path):
+    """A real ENOSPC: the store on an 8 MB tmpfs (needs root's mount; skipped otherwise), then grown."""
+    from orchestrator.execute import run_unit
+    from orchestrator.store import ArtifactStore, StoreError
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        store = ArtifactStore(disk / "store")
+        unit = _stage0_unit(store)
+        with pytest.raises(StoreError) as info:
+            run_unit(store, unit, lambda metrics: None)
+        message = str(info.value)
+        assert f"--store {store.location}" in message and "is full" in message and "Free space there" in message
+        _assert_no_partial_unit(store, unit.key)
+        # space freed: the same unit now completes
+        subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)
+        record = run_unit(store, unit, lambda metrics: None)
+        assert record["key"] == unit.key and store.is_complete(unit.key)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_during_a_unit_is_named_simulated_enospc(tmp_path):
+    """The same error path without a mount: the write raises OSError(ENOSPC) as a full disk would."""
+    import errno
+
+    from orchestrator.store import ArtifactStore, StoreError
+    from orchestrator.units import Plan, add_variant_fold
+    from clile_core.variants import get_variant
+
+    store = ArtifactStore(tmp_path / "store")
+    unit = add_variant_fold(Plan("ablate"), RunConfig(), get_variant("A0"), 1, "hash", seed=0)
+    with pytest.raises(StoreError, match=rf"--store {store.location}: the disk of .* is full .*rerun"):
+        with store.workspace(unit) as work:
+            (work / "backbone.pt").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(work / "backbone.pt"))
+    _assert_no_partial_unit(store, unit.key)
+    with store.workspace(unit) as work:  # rerun after freeing space
+        (work / "unit.json").write_text("{}")
+    assert store.is_complete(unit.key)
+    with pytest.raises(RuntimeError, match="unrelated"):  # other errors pass through unchanged
+        with store.workspace(add_variant_fold(Plan("ablate"), RunConfig(), get_variant("A0"), 2, "hash", seed=0)):
+            raise RuntimeError("unrelated")
+
+
+# ---- kills mid-sweep: a trial's worker process, the driver during the report phase --------------------
+
+# 3 units (stage 0, stage I, stage II); stage I gets enough epochs to last seconds, to be killed in
+SWEEP = ("--folds", "1", "--variants", "A0", "CL-ILE", "--set", "stage1.epochs=400")
+
+
+def _start_sweep(cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(command("ablate", *args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _read_until(proc: subprocess.Popen, pattern: str) -> str:
+    """The driver's stderr up to and including the first line matching ``pattern``."""
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if re.search(pattern, line.rstrip("\n")):
+            return "".join(seen)
+    raise AssertionError(f"the driver ended (code {proc.wait()}) before printing {pattern!r}:\n{''.join(seen)[-3000:]}")
+
+
+def test_a_worker_killed_mid_trial_then_the_driver_during_the_report_phase(tmp_path):
+    """Two failures in one sweep (each sweep costs CI a minute): the stage-I trial's process is killed with
+    SIGKILL (the unit is retried and recorded once), then the driver, with -9, once every unit is recorded
+    and the report is being built (a rerun resumes the parent, trains nothing and rebuilds the report)."""
+    proc = _start_sweep(tmp_path, *SWEEP)
+    head = _read_until(proc, r"^\[sweep\] start .*stage I$")
+    deadline = time.monotonic() + 120
+    owners: list[Path] = []
+    while not owners and time.monotonic() < deadline:  # the trial's workspace names its process
+        owners = list((tmp_path / "clile_store" / "units").glob(".tmp-stage1*/.owner.json"))
+        time.sleep(0.2)
+    assert owners, head
+    os.kill(json.loads(owners[0].read_text())["pid"], signal.SIGKILL)
+    head += _read_until(proc, r"timing: sweep phase")  # every unit trained and recorded; the report starts now
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert "failed; retry 1" in head, head[-4000:]
+    frame = runs(tmp_path, "clile-ablation")
+    assert list(frame[frame["tags.unit_key"].isna()]["status"]) == ["RUNNING"]  # the kill landed mid-report
+    children = unit_runs(frame)
+    assert sorted(children["status"]) == ["FINISHED"] * 3, children[["tags.unit_key", "status"]]
+    assert children[children["tags.stage"] == "stage1"].iloc[0]["tags.retries"] == "1"
+
+    result = run(tmp_path, "ablate", *SWEEP)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming unfinished parent run" in result.stderr and "reused 3 unit(s), trained 0" in result.stderr
+    frame = runs(tmp_path, "clile-ablation")
+    parents = frame[frame["tags.unit_key"].isna()]
+    assert len(parents) == 1 and parents.iloc[0]["status"] == "FINISHED"
+    children = unit_runs(frame)
+    assert sorted(children["status"]) == ["FINISHED"] * 3  # no duplicate child after the rerun
+    assert sorted(children["tags.unit_key"]) == completed_units(tmp_path / "clile_store")  # each unit once
+    assert "| A0 |" in result.stdout and "| CL-ILE |" in result.stdout and "| — |" not in main_table(result.stdout)

@@ -6,12 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clile_core.data.folds import PARTS, split_fold, synthetic_parts, test_subjects as fold_test_subjects
+from clile_core.data.folds import dealt_parts, split_fold, test_subjects as fold_test_subjects
+from clile_core.datasets import get_dataset
+
+BP4D_PARTS = get_dataset("bp4d").folds
 
 
 def test_bp4d_fold_lists() -> None:
     fold1, fold2, fold3 = (fold_test_subjects("bp4d", k) for k in (1, 2, 3))
-    assert fold1 == PARTS["bp4d"][2] and fold2 == PARTS["bp4d"][1] and fold3 == PARTS["bp4d"][0]
+    assert fold1 == list(BP4D_PARTS[2]) and fold2 == list(BP4D_PARTS[1]) and fold3 == list(BP4D_PARTS[0])
     assert len(fold1) == 13 and "F007" in fold1 and "F014" in fold1
     assert len(fold2) == 14 and "M011" in fold2
     assert len(fold3) == 14 and "F001" in fold3 and "M008" in fold3
@@ -40,18 +43,18 @@ def test_unknown_fold_and_dataset_refused() -> None:
 
 def test_synthetic_folds_deterministic_and_disjoint() -> None:
     subjects = [f"S{i:02d}" for i in range(10)]
-    parts = synthetic_parts(list(reversed(subjects)) + subjects[:3])  # order and repeats must not matter
-    assert parts == synthetic_parts(subjects)
+    parts = dealt_parts(list(reversed(subjects)) + subjects[:3])  # order and repeats must not matter
+    assert parts == dealt_parts(subjects)
     flat = [s for p in parts for s in p]
     assert sorted(flat) == subjects and len(flat) == len(set(flat))
     assert [len(p) for p in parts] == [4, 3, 3]
     assert fold_test_subjects("synthetic", 1, subjects) == parts[2]
     with pytest.raises(ValueError, match="at least 3"):
-        synthetic_parts(["a", "b"])
+        dealt_parts(["a", "b"])
 
 
 def bp4d_manifest(frames: int = 20, sessions: tuple[str, ...] = ("T1", "T2")) -> pd.DataFrame:
-    subjects = [s for part in PARTS["bp4d"] for s in part]
+    subjects = [s for part in BP4D_PARTS for s in part]
     rows = [(s, t, f) for s in subjects for t in sessions for f in range(frames)]
     df = pd.DataFrame(rows, columns=["subject", "session", "frame"])
     # shuffled rows: the seen tail must come from frame order, not file order

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clile_core.data import bp4d, disfa, prepare
-from clile_core.data.manifest import AU_SETS, ManifestError, au_names, read_manifest
+from clile_core.data import prepare
+from clile_core.data.manifest import ManifestError, au_names, read_manifest
+from clile_core.datasets import bp4d, disfa
 
 # Real AU_OCC files code more AUs than the 12 standard ones, frame index in column '0'.
 BP4D_COLUMNS = list(range(28)) + [39, 50, 51, 52, 53]
@@ -97,7 +98,7 @@ def test_bp4d_parses_labels_order_and_uncoded(bp4d_root: Path) -> None:
 
 
 def test_bp4d_maps_columns_by_header_name_not_position(tmp_path: Path) -> None:
-    shuffled = [0, 53, *reversed(AU_SETS["bp4d"]), 5]
+    shuffled = [0, 53, *reversed(bp4d.AUS), 5]
     write_bp4d(tmp_path, "F003", "T4", [1], {1: {24: 1, 1: 9, 53: 1}}, columns=shuffled)
     df = bp4d.read_labels(tmp_path)
     assert df[BP4D_AUS].iloc[0].tolist() == [-1] + [0] * 10 + [1]
@@ -280,7 +281,7 @@ def test_prepare_writes_manifest_that_reads_back(tmp_path: Path, bp4d_root: Path
     out = tmp_path / "out" / f"bp4d{suffix}"
     assert prepare.main(["bp4d", "--labels", str(bp4d_root), "--images", str(images), "--out", str(out)]) == 0
     pd.testing.assert_frame_equal(read_manifest(out), expected, check_dtype=False)
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert "2 subjects, 8 frames" in printed and "AU1 25.0%" in printed and "Uncoded labels (-1): 3" in printed
 
 
@@ -306,7 +307,7 @@ def test_prepare_refuses_missing_images_without_writing(tmp_path: Path, bp4d_roo
     assert not out.exists() and list(tmp_path.glob(".bp4d.csv*")) == []
 
     assert prepare.main([*argv, "--allow-missing"]) == 0
-    assert "dropping those frames" in capsys.readouterr().out
+    assert "dropping those frames" in capsys.readouterr().err
     assert read_manifest(out)["image"].tolist() == names[:5]
 
 

@@ -18,6 +18,9 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 from sweep_helpers import free_port, run, runs, unit_runs, wait_for_http
 
+from clile_core.names import (MLFLOW_MODEL, NOT_LOGGED, RESULT_JSON, STAGE1_FILE, UNIT_ARTIFACTS, UNIT_FIGURES,
+                              UNIT_RECORD, WEIGHTS)
+from orchestrator.tracking import SweepTracker
 from orchestrator.ui import experiment_links
 
 REGISTERED = "clile-au-test"
@@ -29,6 +32,7 @@ def swept(tmp_path_factory) -> Path:
     result = run(cwd, "ablate", "--folds", "1", "--variants", "A0", "CL-ILE", "--register", REGISTERED)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"registered model '{REGISTERED}' version 1" in result.stderr
+    assert [line for line in result.stderr.splitlines() if "not logged" in line] == []  # all named in clile_core.names
     return cwd
 
 
@@ -62,6 +66,50 @@ def test_units_that_predict_log_an_mlflow_model(swept):
         if outputs:
             model = client.get_logged_model(outputs[0].model_id)
             assert model.source_run_id == child["run_id"] and model.status == LoggedModelStatus.READY
+
+
+def _artifacts(client: MlflowClient, run_id: str, folder: str = "") -> set[str]:
+    """Every artifact file of the run, as paths relative to its root."""
+    found = set()
+    for item in client.list_artifacts(run_id, folder or None):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_every_file_a_unit_writes_is_logged_under_its_shared_name(swept):
+    """The stages write, the orchestrator logs, under the names of ``clile_core.names``: a file renamed on one
+    side only would leave its unit's folder without reaching its run."""
+    client = _client(swept)
+    children = unit_runs(runs(swept, "clile-ablation"))
+    assert sorted(children["tags.stage"]) == ["stage0", "stage1", "stage2"]
+    for _, child in children.iterrows():
+        unit_dir = swept / "clile_store" / "units" / child["tags.unit_key"]
+        written = {p.name for p in unit_dir.iterdir()}
+        assert {RESULT_JSON, UNIT_RECORD, UNIT_FIGURES} <= written
+        assert (STAGE1_FILE in written) == (child["tags.stage"] == "stage1")
+        assert ({WEIGHTS, MLFLOW_MODEL} <= written) == (child["tags.stage"] != "stage1")
+        assert written <= UNIT_ARTIFACTS.keys() | {UNIT_FIGURES, MLFLOW_MODEL} | NOT_LOGGED
+        logged = _artifacts(client, child["run_id"])
+        expected = {f"{UNIT_ARTIFACTS[name]}/{name}" for name in written & UNIT_ARTIFACTS.keys()}
+        expected |= {f"{UNIT_FIGURES}/{p.name}" for p in (unit_dir / UNIT_FIGURES).iterdir()}
+        assert expected - logged == set()  # (the run's listing also shows its logged model's files)
+
+
+def test_a_file_without_a_shared_name_is_said_not_dropped(tmp_path, capsys):
+    tracker = SweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="exp", command="ablate",
+                           dataset="synthetic", sweep_key="k", params={})
+    run_id = tracker.start_child("unit", {}, {})
+    unit_dir = tmp_path / "unit"
+    unit_dir.mkdir()
+    for name in (RESULT_JSON, WEIGHTS, "result_v2.json"):  # the last: a stage renamed a file, names.py did not
+        (unit_dir / name).write_text("{}")
+    capsys.readouterr()  # the store's creation may log (schema migrations): not ours
+    tracker.finish_unit("k1", {"metrics": {"test_f1_avg": 50.0}}, unit_dir=unit_dir, replay_history=False,
+                        run_id=run_id)
+    assert _artifacts(tracker.client, run_id) == {f"unit/{RESULT_JSON}", f"model/{WEIGHTS}"}
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[tracking] ")]
+    assert line.endswith("result_v2.json: not logged to run " + run_id
+                                                             + " (a file no name in clile_core.names describes)")
 
 
 def test_registered_model_is_served_and_answers_an_image(swept):

@@ -17,7 +17,8 @@ from test_cluster import ray_cluster  # noqa: F401  (fixture)
 
 from clile_core.config import RunConfig
 from clile_core.variants import get_variant
-from orchestrator.store import SCRATCH_ENV, UNIT_RECORD, ArtifactStore, StoreError
+from clile_core.names import UNIT_RECORD
+from orchestrator.store import SCRATCH_ENV, ArtifactStore, StoreError
 from orchestrator.units import Plan, add_variant_fold
 
 pytest.importorskip("moto")
@@ -185,3 +186,47 @@ def test_two_node_cluster_shares_only_the_bucket(s3, ray_cluster, tmp_path):
     assert all(on_nodes.values()), on_nodes  # both nodes trained (or fetched) units
     assert set().union(*on_nodes.values()) <= in_bucket
     assert "| — |" not in main_table(proc.stdout)
+
+
+def test_two_nodes_sharing_only_the_bucket_train_a_unit_once(s3, tmp_path, monkeypatch):
+    """Two sweeps on two nodes (each its own scratch directory, so its own lock files) ask for the same
+    unit at once: the bucket's lease lets one train it; the other waits, then reuses it."""
+    import threading
+
+    from orchestrator import execute
+
+    uri = s3("two-nodes")
+    unit = _unit()
+    nodes = {name: _node(monkeypatch, tmp_path, name, uri) for name in ("a", "b")}
+    trained, reports = [], {name: [] for name in nodes}
+
+    def fake_train(store, unit, report):  # stands in for training: slow enough for the other node to ask meanwhile
+        trained.append(store.root)
+        with store.workspace(unit) as work:
+            time.sleep(1.5)
+            (work / UNIT_RECORD).write_text(json.dumps({"key": unit.key, "metrics": {}}))
+        return store.record(unit.key)
+
+    monkeypatch.setattr(execute, "_train", fake_train)
+    threads = [threading.Thread(target=execute.run_unit, args=(store, unit, reports[name].append))
+               for name, store in nodes.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(trained) == 1, trained
+    assert sorted(map(len, reports.values())) == [0, 1] and [execute.REUSED in r[0] for r in reports.values() if r] == [True]
+    assert [k for k in _keys(s3, "two-nodes/locks") if k] == []  # released (pyarrow may leave a folder marker)
+
+
+def test_a_dead_holders_lease_expires_and_is_taken_over(s3, tmp_path, monkeypatch):
+    from orchestrator.store import RemoteLease
+
+    store = _node(monkeypatch, tmp_path, "a", s3("lease"))
+    store.remote.write_text("locks/k.json", json.dumps({"token": "killed-node:1:x", "expires": time.time() + 2}))
+    started = time.monotonic()
+    with RemoteLease(store.remote, "locks/k.json", lease=30, settle=0.2, poll=0.1) as lease:
+        waited = time.monotonic() - started
+        assert json.loads(store.remote.read_text("locks/k.json"))["token"] == lease.token
+    assert 1.5 < waited < 10  # waited for the expiry, not forever
+    assert store.remote.read_text("locks/k.json") is None

@@ -17,8 +17,8 @@ from clile_core.features import FeatureStore, load_or_compute
 from clile_core.metrics import f1_per_au
 from clile_core.models.backbones import create_backbone
 from clile_core.pipeline import run_fold
+from clile_core.names import PREDICTIONS_FILE
 from clile_core.stages import stage0_features
-from clile_core.training.common import PREDICTIONS_FILE
 from clile_core.training.loop import Evaluation, NonFiniteLossError, fit
 from clile_core.config import StageConfig
 from clile_core.variants import get_variant

@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
-from mlflow.utils.validation import validate_param_and_metric_name
 
 from reports import collect, figures, published
-from reports.build import build, row_metric
+from reports.build import build, main as build_main
 from reports.formats import to_csv, to_html, to_latex, to_markdown
 from reports.tables import BEST, MISSING, SECOND, paired_differences, rank
 
@@ -48,10 +47,12 @@ UNITS = [
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """An ablation parent (3 folds asked) with the units of UNITS; returns (client, experiment id, parent id).
-    Shared by the module's tests: creating an SQLite store takes seconds, and builds are idempotent."""
+    Shared by the module's tests: creating an SQLite store takes seconds, and builds are idempotent.
+
+    MLflow's global tracking URI points at another, empty store: reports read only through the client."""
     tmp_path = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri((tmp_path / "not-this-store").as_uri())
     client = MlflowClient(uri)
     exp = client.create_experiment("clile-ablation", artifact_location=(tmp_path / "mlartifacts").as_uri())
     parent = client.create_run(exp, run_name="ablate · bp4d · test", tags={
@@ -80,7 +81,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(store, tmp_path_factory):
     client, exp, parent = store
-    return build(client, exp, parent, tmp_path_factory.mktemp("report"))
+    return build(client, exp, parent_id=parent, out_dir=tmp_path_factory.mktemp("report"))
 
 
 def _row(table, label: str) -> list[str]:
@@ -122,19 +123,8 @@ def test_seeds_are_separate_cells(tmp_path):
         run = client.create_run(exp, tags={"final_for": "A0", "fold": "1", "seed": str(seed)}).info.run_id
         client.log_metric(run, "test_f1_avg", avg)
         client.set_terminated(run, "FINISHED")
-    cells = collect.cells(_runs(client, exp))
+    cells = collect.cells(collect.search(client, exp, ""))
     assert sorted(cells["seed"]) == [0, 1] and sorted(cells["avg"]) == [40.0, 44.0]
-
-
-def _runs(client: MlflowClient, exp: str) -> pd.DataFrame:
-    """The runs as ``mlflow.search_runs`` frames them, without moving the module's global tracking URI (the
-    shared ``store`` fixture's builds rely on it)."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(client.tracking_uri)
-    try:
-        return mlflow.search_runs([exp], output_format="pandas")
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def test_identity_table_means_and_gap(report):
@@ -220,8 +210,8 @@ def test_html_is_well_formed(report):
 
 def test_build_logs_tables_and_figures_and_is_idempotent(store, tmp_path):
     client, exp, parent = store
-    first = build(client, exp, parent, tmp_path / "out")
-    build(client, exp, parent, tmp_path / "out")
+    first = build(client, exp, parent_id=parent, out_dir=tmp_path / "out")
+    build(client, exp, parent_id=parent, out_dir=tmp_path / "out")
     tables = {a.path for a in client.list_artifacts(parent, "tables")}
     for name in ("ablation", "comparison"):
         assert {f"tables/{name}.{ext}" for ext in ("md", "csv", "tex", "html", "json")} <= tables
@@ -235,9 +225,7 @@ def test_build_logs_tables_and_figures_and_is_idempotent(store, tmp_path):
     assert first.markdown().startswith(to_markdown(first.main)) and "### Identity diagnostics" in first.markdown()
     assert run.data.metrics["f1_avg.CL-ILE"] == pytest.approx(62.0) and run.data.metrics["f1_avg.A0"] == pytest.approx(42.0)
     assert "f1_avg.A1" not in run.data.metrics  # no finished unit: no number
-    assert row_metric("paper defaults (τ=2)") == "f1_avg.paper defaults _τ_2_"  # MLflow refuses ( = )
-    assert validate_param_and_metric_name(row_metric("paper defaults (τ=2)"))
-    units = mlflow.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    units = collect.unit_runs(client, exp, parent)
     assert not any(client.list_artifacts(run_id, "figures") for run_id in units["run_id"])  # units draw their own
     assert all(p.stat().st_size > 0 for p in first.files)
 
@@ -247,12 +235,12 @@ def test_unit_draws_its_figures_from_its_folder(tmp_path):
                for e in (1, 2)]
     stage0, stage1 = tmp_path / "stage0", tmp_path / "stage1"
     stage0.mkdir()
-    assert [p.name for p in figures.unit_figures(stage0, history, AUS, 0.5, "A0 · fold 1")] == ["curves.png", "curves.svg"]
+    assert [p.name for p in figures.unit_figures(stage0, history=history, au_names=AUS, threshold=0.5, title="A0 · fold 1")] == ["curves.png", "curves.svg"]
     stage1.mkdir()
     rng = np.random.default_rng(0)
     np.savez(stage1 / "predictions.npz", test_probs=rng.random((40, len(AUS))), test_labels=rng.integers(0, 2, (40, len(AUS))))
     torch.save({"ile": torch.randn(4, len(AUS), 8), "subjects": ["F001", "F002", "M001", "M002"]}, stage1 / "stage1.pt")
-    paths = figures.unit_figures(stage1, history, AUS, 0.5, "CL-ILE · fold 1 · stage I")
+    paths = figures.unit_figures(stage1, history=history, au_names=AUS, threshold=0.5, title="CL-ILE · fold 1 · stage I")
     assert {p.name for p in paths} == {f"{stem}.{ext}" for stem in ("curves", "fig3_identity_embeddings",
                                        "fig4_au_correlations") for ext in ("png", "svg")}
     assert all(p.parent == stage1 / "figures" and p.stat().st_size > 1000 for p in paths)
@@ -276,7 +264,8 @@ def test_identity_figure_panels_and_cohesion():
 def test_correlation_figure_shares_order_and_scale():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 2, size=(50, 4))
-    fig = figures.au_correlations(labels, labels.astype(float), ["AU1", "AU2", "AU4", "AU6"], 0.5, rng.normal(size=(4, 8)))
+    fig = figures.au_correlations(labels, labels.astype(float), ["AU1", "AU2", "AU4", "AU6"], threshold=0.5,
+                                  au_embeddings=rng.normal(size=(4, 8)))
     panels = [ax for ax in fig.axes if ax.images]
     assert [ax.get_title() for ax in panels] == ["ground truth (test labels)", "model predictions", "AU embeddings (cosine)"]
     assert all(ax.images[0].get_clim() == (-1, 1) for ax in panels)
@@ -310,3 +299,15 @@ def test_published_comparison_applies_only_to_matching_au_sets():
     synthetic = published.comparison("synthetic", AUS)
     assert synthetic is not None and "not comparable" in synthetic.note
     assert published.comparison("bp4d", AUS).note == ""
+
+
+def test_command_reads_the_store_it_is_given_and_says_what_it_wrote(store, tmp_path, capsys):
+    client, _, _ = store
+    uri = client.tracking_uri  # MLflow's global URI points elsewhere (the fixture): only --tracking-uri can work
+    assert build_main(["--experiment", "clile-ablation", "--tracking-uri", uri, "--out", str(tmp_path), "--no-log"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("### Comparison with published methods") and "### Ablation (Table 3)" in out
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert f"[reports] {len(written)} files in {tmp_path}\n" in err and len(written) == 4 * 3 + 2 * 2  # 3 tables, 2 figures
+    assert build_main(["--experiment", "nowhere", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: no experiment 'nowhere' at {uri}"

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from clile_core.config import RunConfig, load_run_config, to_dict
+from clile_core.names import BACKBONE_FILE
 from clile_core.pipeline import run_fold
 from clile_core.stages import STAGES, Stage, final_stage, fold_stages, get_stage, register_stage, stage_order
 from clile_core.training.common import StageResult
-from clile_core.training.stage0 import BACKBONE_FILE
 from clile_core.variants import Variant, get_variant
 from orchestrator.resources import plan_resources
 from orchestrator.units import Plan, Unit, add_variant_fold

@@ -1,14 +1,21 @@
 """The synthetic face set: determinism, manifest, label/image agreement, co-occurrence, identity bias, caching, CLI."""
 
 import dataclasses
+import hashlib
 import json
 import os
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from clile_core.data import synthetic as syn
+from clile_core.data.synthetic import writer
 from clile_core.data.manifest import au_names, read_manifest
 
 TINY = dict(subjects=3, frames_per_subject=6, size=40, sessions=2)
@@ -158,3 +165,41 @@ def test_cli_generates_and_rejects_bad_values(tmp_path, capsys):
         assert syn.main(["--out", str(tmp_path / "bad"), *bad]) == 2
         assert capsys.readouterr().err.startswith("error: ")
     assert not os.path.exists(tmp_path / "bad" / "params.json")
+
+
+def test_images_and_manifest_match_the_generator_before_its_split_into_modules(tmp_path):
+    # digests of this exact set written by the single-module generator (commit 26fd249); pixels rather than
+    # PNG bytes, so a different zlib build cannot fail it while any change to what is drawn does
+    manifest = syn.generate(tmp_path, subjects=4, frames_per_subject=6, size=48, au_set="bp4d", seed=3)
+    files = sorted((tmp_path / "images").rglob("*.png"))
+    pixels = hashlib.sha256(b"".join(np.asarray(Image.open(f)).tobytes() for f in files)).hexdigest()
+    assert len(files) == 24
+    assert pixels == "33ca0f21ffa6617dff4da8582ebc4e31ba6d93145eece4bc268d955094065218"
+    assert hashlib.sha256(manifest.read_bytes()).hexdigest() == "e9fa0caee65ac85c8621d03f638951732b3da083b5df0270a950f5f631c13edb"
+
+
+def test_concurrent_ensure_dataset_generates_once(tmp_path, monkeypatch):
+    # the second caller must wait on the folder's lock and then find the set complete, not render it again
+    calls = []
+    real_generate = writer.generate
+
+    def slow_generate(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        time.sleep(0.5)  # keeps the first generation running while the second caller arrives
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "generate", slow_generate)
+    tiny = dict(subjects=3, frames_per_subject=1, size=32, sessions=1)
+    threads = [threading.Thread(target=syn.ensure_dataset, args=(tmp_path,), kwargs=tiny, name=f"t{i}") for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1 and len(read_manifest(tmp_path / "manifest.csv")) == 3
+
+
+def test_module_runs_as_a_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "clile_core.data.synthetic", "--out", str(tmp_path / "set"), "--subjects", "3",
+                             "--frames-per-subject", "1", "--size", "32"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "set" / "manifest.csv") and "RuntimeWarning" not in result.stderr

@@ -13,6 +13,7 @@ from clile_core.config import DataConfig
 from clile_core.data.folds import FoldSplit, split_fold
 from clile_core.data.digests import images_digest
 from clile_core.data.manifest import au_columns, manifest_hash, read_manifest
+from clile_core.datasets import get_dataset
 
 
 @dataclass
@@ -32,27 +33,15 @@ class FoldData:
         return np.array([lookup.get(s, -1) for s in self.manifest["subject"].to_numpy()[rows]], dtype=np.int64)
 
 
-def synthetic_dir(cfg: DataConfig) -> Path:
-    """One folder per generation parameter set, so tests and demos of other sizes never collide."""
-    name = f"{cfg.au_set}_{cfg.synthetic_subjects}x{cfg.synthetic_frames}_{cfg.synthetic_size}px_seed{cfg.synthetic_seed}"
-    return Path(cfg.synthetic_root) / name
-
-
 def resolve_manifest(cfg: DataConfig) -> tuple[Path, Path]:
-    """(manifest file, images root) for the configured dataset, generating the synthetic set if needed."""
-    if cfg.dataset == "synthetic":
-        from clile_core.data.synthetic import ensure_dataset
-
-        root = synthetic_dir(cfg)
-        manifest = ensure_dataset(
-            root, subjects=cfg.synthetic_subjects, frames_per_subject=cfg.synthetic_frames,
-            size=cfg.synthetic_size, au_set=cfg.au_set, seed=cfg.synthetic_seed,
-        )
-        return Path(manifest), root / "images"
+    """(manifest file, images root) for the configured dataset, building it if the dataset makes its own."""
+    spec = get_dataset(cfg.dataset)
+    if spec.make_data is not None:
+        return spec.make_data(cfg)
     if not cfg.manifest or not cfg.images:
         raise ValueError(
-            f"dataset {cfg.dataset} needs data.manifest and data.images (e.g. --set data.manifest=bp4d.csv "
-            f"--set data.images=/data/BP4D/images); write the manifest with `python -m clile_core.data.prepare`"
+            f"dataset {cfg.dataset} needs data.manifest and data.images (e.g. --set data.manifest={cfg.dataset}.csv "
+            f"--set data.images=/data/{cfg.dataset}/images); write the manifest with `python -m clile_core.data.prepare`"
         )
     return Path(cfg.manifest), Path(cfg.images)
 

@@ -1,4 +1,4 @@
-"""Subject-exclusive 3-fold protocol (JAA-Net / ME-GraphAU lists) and the per-fold data split."""
+"""Subject-exclusive 3-fold protocol (each dataset's subject lists, from its registry spec) and the per-fold split."""
 
 from __future__ import annotations
 
@@ -7,19 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-PARTS: dict[str, list[list[str]]] = {
-    "bp4d": [
-        "F001 M007 F018 F008 F002 M004 F010 F009 M012 M001 F016 M014 F023 M008".split(),
-        "M011 F003 M010 M002 F005 F022 M018 M017 F013 M016 F020 F011 M013 M005".split(),
-        "F007 F015 F006 F019 M006 M009 F012 M003 F004 F021 F017 M015 F014".split(),
-    ],
-    "disfa": [
-        "SN002 SN010 SN001 SN026 SN027 SN032 SN030 SN009 SN016".split(),
-        "SN013 SN018 SN011 SN028 SN012 SN006 SN031 SN021 SN024".split(),
-        "SN003 SN029 SN023 SN025 SN008 SN005 SN007 SN017 SN004".split(),
-    ],
-}
-FOLDS = (1, 2, 3)
+from clile_core.datasets import FOLDS, get_dataset
 
 
 def _check_fold(fold: int) -> None:
@@ -27,8 +15,9 @@ def _check_fold(fold: int) -> None:
         raise ValueError(f"fold must be one of {FOLDS}, got {fold!r}")
 
 
-def synthetic_parts(subjects: list[str]) -> list[list[str]]:
-    """Deal sorted subjects round-robin into 3 parts: deterministic and balanced."""
+def dealt_parts(subjects: list[str]) -> list[list[str]]:
+    """Folds of a dataset without subject lists (the synthetic set): sorted subjects dealt round-robin
+    into 3 parts, deterministic and balanced."""
     ordered = sorted(set(subjects))
     if len(ordered) < 3:
         raise ValueError(f"the 3-fold protocol needs at least 3 subjects, the manifest has {len(ordered)}")
@@ -36,11 +25,12 @@ def synthetic_parts(subjects: list[str]) -> list[list[str]]:
 
 
 def unlisted_subjects(dataset: str, subjects: list[str]) -> list[str]:
-    """Subjects of a standard dataset that no fold list names: they would be trained on in every fold
-    and tested in none."""
-    if dataset not in PARTS:
+    """Subjects of a dataset with fixed fold lists that no list names: they would be trained on in every
+    fold and tested in none."""
+    parts = get_dataset(dataset).folds
+    if parts is None:
         return []
-    listed = {s for part in PARTS[dataset] for s in part}
+    listed = {s for part in parts for s in part}
     return sorted(set(subjects) - listed)
 
 
@@ -54,14 +44,11 @@ def check_subjects(dataset: str, subjects: list[str], source: str, fix: str) -> 
 def test_subjects(dataset: str, fold: int, subjects: list[str] | None = None) -> list[str]:
     """Fold k tests on part 4-k (fold 1 tests part 3, fold 2 part 2, fold 3 part 1)."""
     _check_fold(fold)
-    if dataset in PARTS:
-        parts = PARTS[dataset]
-    elif dataset == "synthetic":
+    parts = get_dataset(dataset).folds
+    if parts is None:
         if subjects is None:
-            raise ValueError("synthetic folds are dealt from the manifest's subjects: pass subjects=")
-        parts = synthetic_parts(subjects)
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(PARTS) + ['synthetic']}")
+            raise ValueError(f"{dataset} folds are dealt from the manifest's subjects: pass subjects=")
+        parts = dealt_parts(subjects)
     return list(parts[3 - fold])
 
 

@@ -9,12 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from clile_core.atomic import atomic_path
+from clile_core.datasets import au_numbers
 from clile_core.paths import inside_root
 
-AU_SETS: dict[str, list[int]] = {
-    "bp4d": [1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24],
-    "disfa": [1, 2, 4, 6, 9, 12, 25, 26],
-}
 META_COLUMNS = ["image", "subject", "session", "frame"]
 
 
@@ -23,7 +20,8 @@ class ManifestError(ValueError):
 
 
 def au_names(au_set: str) -> list[str]:
-    return [f"AU{n}" for n in AU_SETS[au_set]]
+    """Manifest column names of a label set: a registered dataset's AUs, in its standard order."""
+    return [f"AU{n}" for n in au_numbers(au_set)]
 
 
 def au_columns(df: pd.DataFrame) -> list[str]:

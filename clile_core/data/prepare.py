@@ -1,26 +1,28 @@
-"""Write a manifest from a raw BP4D / DISFA release: `python -m clile_core.data.prepare bp4d --labels ...`."""
+"""Write a manifest from a dataset's raw release (BP4D, DISFA, any registered importer):
+`python -m clile_core.data.prepare bp4d --labels ...`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
-from clile_core.data import align, bp4d, disfa
+from clile_core.data import align
 from clile_core.data.folds import check_subjects, unlisted_subjects
 from clile_core.data.manifest import ManifestError, au_columns, validate, write_manifest
+from clile_core.datasets import IMPORTABLE_NAMES, get_dataset
+from clile_core.log import get_logger
 
-IMPORTERS: dict[str, Callable[..., pd.DataFrame]] = {"bp4d": bp4d.read_labels, "disfa": disfa.read_labels}
 EXAMPLES = 5
+log = get_logger("prepare")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m clile_core.data.prepare", description=__doc__)
-    parser.add_argument("dataset", choices=sorted(IMPORTERS))
-    parser.add_argument("--labels", required=True, type=Path, help="release root holding AUCoding/ (BP4D) or ActionUnit_Labels/ (DISFA)")
+    parser.add_argument("dataset", choices=IMPORTABLE_NAMES)
+    parser.add_argument("--labels", required=True, type=Path, help="release root, e.g. the folder holding AUCoding/ (BP4D) or ActionUnit_Labels/ (DISFA)")
     parser.add_argument("--images", required=True, type=Path, help="root the manifest's image paths are relative to")
     parser.add_argument("--out", required=True, type=Path, help="manifest to write (.csv or .parquet)")
     parser.add_argument("--image-pattern", help="image path per frame, e.g. '{subject}/{session}/{frame:04d}.jpg'")
@@ -44,7 +46,7 @@ def _drop_missing(df: pd.DataFrame, images: Path, allow_missing: bool) -> pd.Dat
         raise ManifestError(f"{report}; check --images / --image-pattern, or pass --allow-missing to drop those frames")
     if missing.all():
         raise ManifestError(f"{report}; nothing would be left - check --images / --image-pattern")
-    print(f"warning: {report}; dropping those frames (--allow-missing)")
+    log.warning(f"warning: {report}; dropping those frames (--allow-missing)")
     return df.loc[~missing].reset_index(drop=True)
 
 
@@ -56,7 +58,7 @@ def _drop_unaligned(df: pd.DataFrame, images: Path) -> pd.DataFrame:
     frames, videos = align.dropped_outputs(report)
     dropped = df["image"].isin(frames) | df["image"].map(lambda p: Path(p).parent.as_posix() + "/" in videos)
     if dropped.any():
-        print(f"{int(dropped.sum())} of {len(df)} frames have no aligned crop ({report} lists why); dropping them")
+        log.info(f"{int(dropped.sum())} of {len(df)} frames have no aligned crop ({report} lists why); dropping them")
     return df.loc[~dropped].reset_index(drop=True)
 
 
@@ -66,7 +68,7 @@ def _drop_unlisted(df: pd.DataFrame, dataset: str, drop: bool) -> pd.DataFrame:
         return df
     if not drop:
         check_subjects(dataset, unlisted, f"--labels {dataset}", "pass --drop-unlisted to leave them out of the manifest")
-    print(f"warning: dropping subject(s) {unlisted}: in no fold of the {dataset} protocol (--drop-unlisted)")
+    log.warning(f"warning: dropping subject(s) {unlisted}: in no fold of the {dataset} protocol (--drop-unlisted)")
     return df.loc[~df["subject"].isin(unlisted)].reset_index(drop=True)
 
 
@@ -85,11 +87,11 @@ def run(args: argparse.Namespace) -> None:
     if not args.images.is_dir():
         raise ManifestError(f"--images {args.images} is not a directory")
     pattern = {"image_pattern": args.image_pattern} if args.image_pattern else {}
-    df = validate(IMPORTERS[args.dataset](args.labels, **pattern), "labels")  # image paths stay under --images
+    df = validate(get_dataset(args.dataset).importer(args.labels, **pattern), "labels")  # image paths stay under --images
     df = _drop_unlisted(df, args.dataset, args.drop_unlisted)
     df = _drop_missing(_drop_unaligned(df, args.images), args.images, args.allow_missing)
     write_manifest(df, args.out)
-    print(summary(df, args.dataset, args.out))
+    log.info(summary(df, args.dataset, args.out))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         run(args)
     except (ValueError, OSError) as exc:  # ManifestError included
         # these are data/setup problems the user fixes from the message; a traceback only hides it
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     return 0
 

@@ -18,6 +18,7 @@ from clile_core.data.images import view_names
 from clile_core.diagnostics import identity_probe
 from clile_core.losses import inverse_frequency_weights, selective_learning_weights, weighted_bce
 from clile_core.metrics import f1_table
+from clile_core.names import BEST_VAL_F1_AVG, PREDICTIONS_FILE, RESULT_JSON
 from clile_core.training.loop import EpochCallback, Evaluation, FitResult, fit
 
 Weighter = Callable[[torch.Tensor], torch.Tensor | None]
@@ -71,15 +72,12 @@ class StageResult:
 
     def save(self, cfg: RunConfig) -> None:
         payload = {"stage": self.stage, "metrics": self.metrics, "history": self.history, "config": to_dict(cfg)}
-        write_text(self.out_dir / "result.json", json.dumps(payload, indent=1))
+        write_text(self.out_dir / RESULT_JSON, json.dumps(payload, indent=1))
 
     @classmethod
     def load(cls, out_dir: Path) -> "StageResult":
-        payload = json.loads((Path(out_dir) / "result.json").read_text())
+        payload = json.loads((Path(out_dir) / RESULT_JSON).read_text())
         return cls(payload["stage"], Path(out_dir), payload["metrics"], payload["history"])
-
-
-PREDICTIONS_FILE = "predictions.npz"
 
 
 def save_predictions(out_dir: Path, evaluations: dict[str, Evaluation], rows: dict[str, np.ndarray]) -> None:
@@ -94,7 +92,7 @@ def save_predictions(out_dir: Path, evaluations: dict[str, Evaluation], rows: di
 
 def final_metrics(fit: FitResult, evaluations: dict[str, Evaluation], au_names: list[str], threshold: float) -> dict[str, float]:
     """``test_f1_AU1 … test_f1_avg``, ``seen_f1_…`` and the selection record, in percent."""
-    metrics: dict[str, float] = {"best_epoch": float(fit.best_epoch), "best_val_f1_avg": 100.0 * fit.best_val_f1}
+    metrics: dict[str, float] = {"best_epoch": float(fit.best_epoch), BEST_VAL_F1_AVG: 100.0 * fit.best_val_f1}
     for split, evaluation in evaluations.items():
         per_au, _ = evaluation.f1(threshold)
         metrics.update(f1_table(per_au, au_names, prefix=f"{split}_"))

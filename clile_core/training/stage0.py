@@ -17,10 +17,9 @@ from clile_core.hardware import images_to, loader_options, prepare_image_model
 from clile_core.model_io import save_model
 from clile_core.models.backbones import create_backbone
 from clile_core.models.encoder import Stage0Model
+from clile_core.names import BACKBONE_FILE
 from clile_core.training.common import BatchLoss, StageResult, StageRun, finish_stage
 from clile_core.training.loop import EpochCallback, Evaluation, autocast, fit, make_reproducible, select_device
-
-BACKBONE_FILE = "backbone.pt"
 
 
 def _eval_loader(data: FoldData, rows: np.ndarray, cfg: RunConfig, device: torch.device) -> DataLoader:

@@ -14,11 +14,11 @@ from clile_core.data.fold_data import FoldData
 from clile_core.features import FeatureStore
 from clile_core.losses import id_loss
 from clile_core.models.encoder import FeatureEncoder, au_logits, gaussian_embeddings
+from clile_core.names import STAGE1_FILE
 from clile_core.diagnostics import ile_silhouettes
 from clile_core.training.common import BatchLoss, StageResult, StageRun, finish_stage, fit_on_features, map_features
 from clile_core.training.loop import EpochCallback, make_reproducible, select_device
 
-STAGE1_FILE = "stage1.pt"
 
 
 class IdentityModel(nn.Module):

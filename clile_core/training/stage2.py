@@ -17,7 +17,7 @@ from clile_core.models.encoder import FeatureEncoder, au_logits, gaussian_embedd
 from clile_core.diagnostics import ile_silhouettes
 from clile_core.training.common import BatchLoss, StageResult, StageRun, finish_stage, fit_on_features, map_features
 from clile_core.training.loop import EpochCallback, make_reproducible, select_device
-from clile_core.training.stage1 import STAGE1_FILE
+from clile_core.names import STAGE1_FILE
 
 
 class GeneralModel(nn.Module):

@@ -1,4 +1,5 @@
-"""DISFA intensity labels (ActionUnit_Labels/{SN}/{SN}_au{K}.txt) -> manifest frame table."""
+"""DISFA: its AUs, fold lists, published rows and the importer of its intensity labels
+(ActionUnit_Labels/{SN}/{SN}_au{K}.txt -> manifest frame table)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 import pandas as pd
 
 from clile_core.data.labels_io import frame_table, labels_dir, note_frame, numbered_rows, parse_frame, parse_int, where
-from clile_core.data.manifest import AU_SETS, ManifestError, au_names
+from clile_core.data.manifest import ManifestError, au_names
+from clile_core.datasets import DatasetSpec, PublishedRows, register_dataset
 
+AUS = (1, 2, 4, 6, 9, 12, 25, 26)
 LABELS_FOLDER = "ActionUnit_Labels"
 INTENSITIES = range(6)
 POSITIVE_FROM = 2  # the protocol's occurrence threshold: intensity >= 2 (B or stronger) counts as present
@@ -50,10 +53,10 @@ def _check_aligned(reference: tuple[Path, dict[int, int]], other: tuple[Path, di
 def _read_subject(folder: Path) -> pd.DataFrame:
     subject = folder.name
     files: list[tuple[Path, dict[int, int]]] = []
-    for au in AU_SETS["disfa"]:
+    for au in AUS:
         path = folder / f"{subject}_au{au}.txt"
         if not path.is_file():
-            raise ManifestError(f"missing AU file {path}; every DISFA subject needs {subject}_au{{K}}.txt for K in {AU_SETS['disfa']}")
+            raise ManifestError(f"missing AU file {path}; every DISFA subject needs {subject}_au{{K}}.txt for K in {list(AUS)}")
         files.append((path, _read_au_file(path)))
         _check_aligned(files[0], files[-1])
     frames = sorted(files[0][1])
@@ -71,3 +74,19 @@ def read_labels(root: str | Path, image_pattern: str = "{subject}/{frame}.png") 
     if not subjects:
         raise ManifestError(f"DISFA labels: no subject folders in {folder}; expected e.g. {folder}/SN001/SN001_au1.txt")
     return frame_table([_read_subject(s) for s in subjects], "disfa", image_pattern)
+
+
+SPEC = register_dataset(DatasetSpec(
+    name="disfa",
+    description="DISFA: 27 subjects, one video each, 8 AUs (paper Table 2)",
+    aus=AUS,
+    label_rule=f"intensity 0-5 per frame; present (1) from {POSITIVE_FROM} (B) up, else 0",
+    # JAA-Net / ME-GraphAU subject lists
+    folds=(
+        tuple("SN002 SN010 SN001 SN026 SN027 SN032 SN030 SN009 SN016".split()),
+        tuple("SN013 SN018 SN011 SN028 SN012 SN006 SN031 SN021 SN024".split()),
+        tuple("SN003 SN029 SN023 SN025 SN008 SN005 SN007 SN017 SN004".split()),
+    ),
+    importer=read_labels,
+    published=PublishedRows("disfa_f1.csv", "DISFA", "Table 2"),
+))

@@ -1,0 +1,5 @@
+import sys
+
+from clile_core.data.synthetic.cli import main
+
+sys.exit(main())
