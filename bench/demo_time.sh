@@ -43,7 +43,12 @@ echo "machine: $(uname -m), $(nproc) CPUs; load average at start: $(cut -d' ' -f
 run() {  # label round: one timed `ablate` in a fresh working directory of that clone
   local label=$1 round=$2 work="$scratch/$1/work-$2"
   mkdir -p "$work"
-  ( cd "$work" && PYTHONPATH="$scratch/$label" "$python" -m orchestrator.ablate --dry-run "${@:3}" >/dev/null )
+  if ! ( cd "$work" && PYTHONPATH="$scratch/$label" "$python" -m orchestrator.ablate --dry-run "${@:3}" \
+         >"$work/dry-run.txt" 2>&1 ); then
+    echo "demo_time: $label's ablate --dry-run failed:" >&2
+    tail -n 30 "$work/dry-run.txt" >&2
+    exit 1
+  fi
   local start end
   start=$(date +%s.%N)
   if ! ( cd "$work" && PYTHONPATH="$scratch/$label" PYTHONUNBUFFERED=1 "$python" -m orchestrator.ablate "${@:3}" \

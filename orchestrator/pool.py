@@ -28,8 +28,10 @@ from typing import Any, Iterator
 import ray
 
 _END = object()  # the unit returned: no more reports
-# What a unit imports: training, then (lazily, in execute._train) the MLflow model and the figures.
-UNIT_STACK = ("orchestrator.execute", "orchestrator.au_model", "reports.figures")
+# What a unit imports to start training, and what it imports once trained (lazily, in execute._train):
+# the MLflow model and the figures.
+UNIT_STACK = ("orchestrator.execute",)
+UNIT_FINISH = ("orchestrator.au_model", "reports.figures")
 
 
 def ray_system_config(cpus: int) -> dict[str, int]:
@@ -78,9 +80,17 @@ _cpu_task = ray.remote(max_retries=0)(_unit_reports)
 _gpu_task = ray.remote(max_retries=0, max_calls=1)(_unit_reports)
 
 
-def _import_unit_stack() -> int:
-    for module in UNIT_STACK:
+def _import(modules: tuple[str, ...]) -> None:
+    for module in modules:
         importlib.import_module(module)
+
+
+def _import_unit_stack() -> int:
+    """Import what a unit needs to start; what it needs to finish goes on in a thread after the task
+    returns, beside the first unit's training (a unit that gets there first waits on Python's import lock),
+    so the first unit, on the critical path, starts as early as it can."""
+    _import(UNIT_STACK)
+    threading.Thread(target=_import, args=(UNIT_FINISH,), name="warm-finish-imports", daemon=True).start()
     return os.getpid()
 
 
@@ -111,7 +121,7 @@ def trial_bundle() -> dict[str, float]:
     return {"CPU": float(bundle.get("CPU", 0.0)), "GPU": float(bundle.get("GPU", 0.0))}
 
 
-def unit_request(cpu: float, gpu: float) -> "Any":
+def unit_request(cpu: float, gpu: float) -> Any:  # a tune.PlacementGroupFactory (tune imported lazily)
     """What a trial asks Ray for: an empty bundle for the light trial actor, and the unit's bundle."""
     from ray import tune
 
