@@ -39,6 +39,8 @@ AU_CORRELATION_FIGURE = "fig4_au_correlations"
 F1_FIGURE = "f1_vs_paper"
 SEEN_UNSEEN_FIGURE = "seen_vs_unseen"
 
+TIMELINE = "timeline.json"  # in a Tune run's folder: each unit's trial start and end (bench/sweep_overhead.py)
+
 # ---- MLflow tags ---------------------------------------------------------------------------------------
 SWEEP_TAG = "sweep_key"  # on a parent run: which sweep (command + arguments) it records
 DRIVER_TAG = "driver"  # host:pid:start-time of the command that owns a parent run

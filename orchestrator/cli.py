@@ -21,7 +21,7 @@ from clile_core.log import get_logger
 from clile_core.names import default_tracking_uri
 from orchestrator.preflight import at_least, check_address, check_splits, check_tracking
 from orchestrator.store import ArtifactStore
-from orchestrator.sweep import SweepOptions, SweepOutcome, describe, execute, sweep_key
+from orchestrator.sweep import SweepOptions, SweepOutcome, describe, execute, start_ray, sweep_key
 from orchestrator.tracking import SweepTracker
 from orchestrator.units import Plan
 
@@ -117,6 +117,9 @@ def run_command(
     if args.dry_run:
         print(describe(plan, ctx.store))
         return 0
+    options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries,
+                           cpus_per_gpu_trial=args.cpus_per_gpu_trial)
+    start_ray(plan, ctx.store, options)  # first: Ray's workers import the unit's stack while MLflow is set up
     # Under a lock: a fresh SQLite DB is migrated once, and two sweeps never both take over one orphan parent.
     with tracking_lock(ctx.tracking_uri):
         tracker = SweepTracker(ctx.tracking_uri, experiment=args.experiment, command=plan.command, dataset=args.dataset,
@@ -127,8 +130,6 @@ def run_command(
     tracker.log_dataset(args.dataset, resolve_manifest(ctx.cfg.data)[0], ctx.manifest_hash)
     if tracker.resumed:
         log.info(f"resuming unfinished parent run {tracker.parent_id}")
-    options = SweepOptions(args.dataset, args.address, args.max_concurrent, args.gpus_per_trial, args.retries,
-                           cpus_per_gpu_trial=args.cpus_per_gpu_trial)
     # Ray Tune would catch Ctrl-C and end the sweep "normally" (parent FINISHED, units FAILED): let it
     # interrupt the driver instead, so the runs end KILLED and a rerun resumes them.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"

@@ -96,12 +96,3 @@ def claim_trial_share(threads: int) -> None:
     if gpu_share > 0 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(min(1.0, float(gpu_share)))
 
-
-def tune_trainable(config: dict[str, Any]) -> None:
-    """Ray Tune entry point: ``config`` names the store and the unit key; everything else is in the store."""
-    from ray import tune
-
-    claim_trial_share(int(config.get("threads", 1)))
-    store = ArtifactStore(config["store"])
-    unit = store.load_spec(config["unit"])
-    run_unit(store, unit, lambda metrics: tune.report(metrics))

@@ -29,7 +29,8 @@ class UnitState:
     name: str
     epochs: int  # the stage's configured epochs (early stopping may end it sooner)
     status: str = QUEUED
-    started: float | None = None
+    started: float | None = None  # when its (latest) trial started
+    ended: float | None = None
     epoch: int = 0
     loss: float = math.nan
     val_f1: float = math.nan
@@ -112,7 +113,8 @@ class Progress:
             state.val_f1 = float(result.get(VAL_F1_AVG, math.nan))
 
     def end(self, key: str, ok: bool) -> None:
-        self.states[key].status = DONE if ok else FAILED
+        state = self.states[key]
+        state.status, state.ended = (DONE if ok else FAILED), time.time()
 
     def skip(self, key: str) -> None:
         self.states[key].status = SKIPPED
@@ -120,6 +122,15 @@ class Progress:
     def retry(self, key: str) -> None:
         state = self.states[key]
         state.status, state.epoch, state.loss, state.val_f1 = QUEUED, 0, math.nan, math.nan
+
+    def timeline(self) -> dict[str, dict[str, Any]]:
+        """Each unit's trial start and end in seconds since this view began (``None``: never reached), for
+        ``bench/sweep_overhead.py`` to split a sweep's wall time into units' work and what lies between."""
+        def since(moment: float | None) -> float | None:
+            return None if moment is None else round(moment - self.started, 3)
+
+        return {key: {"name": s.name, "status": s.status, "trial_start": since(s.started), "trial_end": since(s.ended)}
+                for key, s in self.states.items()}
 
     def tick(self) -> None:
         """Called on every Tune step: the plain line when ``period`` has passed (the live view redraws itself)."""

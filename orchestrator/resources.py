@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from clile_core.stages import get_stage
 from orchestrator import ray_watchdog
 from orchestrator.execute import FAIL_ENV
+from orchestrator.pool import ray_system_config
 
 
 def init_ray(address: str | None) -> dict[str, float]:
@@ -26,7 +27,8 @@ def init_ray(address: str | None) -> dict[str, float]:
         import ray._private.ray_constants as ray_constants
 
         ray_constants.ENABLE_RAY_CLUSTER = False
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False,
+                 _system_config=ray_system_config(os.cpu_count() or 1))
         ray_watchdog.start()  # our Ray's agents would outlive a driver killed with -9
     return ray.cluster_resources()
 

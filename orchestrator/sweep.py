@@ -13,13 +13,15 @@ from typing import Any
 from ray import tune
 from ray.tune.search import Searcher
 
+from clile_core.atomic import write_text
 from clile_core.log import get_logger
 from clile_core.models.backbones import parameter_count
-from clile_core.names import REUSED_FROM_TAG, RETRIES_TAG
+from clile_core.names import REUSED_FROM_TAG, RETRIES_TAG, TIMELINE
 from clile_core.stages import STAGES, get_stage, stage_order
-from orchestrator.execute import REUSED, tune_trainable
+from orchestrator.execute import REUSED
+from orchestrator.pool import tune_trainable, unit_request, warm_workers
 from orchestrator.progress import Progress
-from orchestrator.resources import explain, init_ray, plan_resources
+from orchestrator.resources import TrialResources, explain, init_ray, plan_resources
 from orchestrator.store import ArtifactStore
 from orchestrator.tracking import SweepTracker
 from orchestrator.units import Plan, Unit
@@ -205,14 +207,37 @@ class DagSearcher(Searcher):
         pass
 
 
+def _stage_resources(cluster: dict[str, float], units: list[Unit], options: SweepOptions) -> dict[str, TrialResources]:
+    return {stage: plan_resources(cluster, stage, options.gpus_per_trial, options.max_concurrent,
+                                  cpus_per_gpu_trial=options.cpus_per_gpu_trial) for stage in {u.stage for u in units}}
+
+
+def start_ray(plan: Plan, store: ArtifactStore, options: SweepOptions) -> dict[str, float] | None:
+    """Start Ray if ``plan`` has units to train (``None`` if not) and return its resources. Started here, Ray
+    also begins importing the unit's stack into one pooled worker per slot (``pool.warm_workers``; CPU-only
+    clusters: a GPU unit's worker is not reused), so a driver that calls this before setting up MLflow has
+    the imports run meanwhile. A Ray already running (started earlier, or by ``search``) is left as it is."""
+    import ray
+
+    pending = [u for u in plan.units.values() if not store.is_complete(u.key)]
+    if not pending:
+        return None
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    cluster = init_ray(options.address)
+    resources = _stage_resources(cluster, pending, options)
+    if all(r.gpu == 0 for r in resources.values()):
+        warm_workers(min(len(pending), max(r.max_concurrent for r in resources.values())),
+                     min(r.cpu for r in resources.values()))
+    return cluster
+
+
 def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, options: SweepOptions,
              cluster: dict[str, float], outcome: SweepOutcome, name: str) -> None:
     """One Tune run over every unit to train: trials start as their upstream completes and a slot is free."""
-    stages = {u.stage for u in units}
-    resources = {stage: plan_resources(cluster, stage, options.gpus_per_trial, options.max_concurrent,
-                                       cpus_per_gpu_trial=options.cpus_per_gpu_trial) for stage in stages}
+    resources = _stage_resources(cluster, units, options)
     searcher = DagSearcher(units, store, {stage: int(r.cpu) for stage, r in resources.items()})
-    requests = {stage: tune.PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}]) for stage, r in resources.items()}
+    requests = {stage: unit_request(r.cpu, r.gpu) for stage, r in resources.items()}
     stage_of = {u.key: u.stage for u in units}
     progress = Progress(units)
     callback = _TrackingCallback(tracker, store, {u.key: u for u in units}, options.dataset, outcome, progress)
@@ -232,6 +257,7 @@ def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, opt
         for key in searcher.skipped:
             progress.skip(key)
     first = min((s.started for s in progress.states.values() if s.started), default=time.time()) - started
+    write_text(store.root / "ray_results" / name / TIMELINE, json.dumps(progress.timeline(), indent=1))
     log.info(f"timing: sweep phase {time.time() - started:.1f}s (one Tune run over {len(units)} units; "
              f"start-up {first:.1f}s: the first unit started after Ray started its first trial actor)")
     outcome.skipped.update(searcher.skipped)
@@ -255,7 +281,7 @@ def execute(plan: Plan, store: ArtifactStore, tracker: SweepTracker, options: Sw
             pending.append(unit)
             store.save_spec(unit)
     if pending:
-        cluster = init_ray(options.address)
+        cluster = start_ray(plan, store, options)
         log.info(explain(cluster, options.gpus_per_trial))
         counts = ", ".join(f"{sum(u.stage == name for u in pending)} {stage.label}" for name, stage in STAGES.items())
         log.info(f"{len(pending)} unit(s) to train ({counts}), {len(plan.units) - len(pending)} reused")

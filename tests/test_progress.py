@@ -66,3 +66,16 @@ def test_terminal_view_is_a_live_table():
     out = stream.getvalue()
     assert "\x1b[" in out  # redrawn in place
     assert "0/2 units done, 1 running, 1 queued" in out and "0.500" in out and "40.0" in out and "val F1" in out
+
+
+def test_timeline_has_each_trials_start_and_end_since_the_view_began(monkeypatch):
+    clock_now = iter([1000.0, 1002.5, 1010.0, 1011.0])
+    monkeypatch.setattr("orchestrator.progress.time.time", lambda: next(clock_now))
+    stage0, stage1 = _units()
+    progress = Progress([stage0, stage1], stream=io.StringIO())  # began at 1000
+    progress.start(stage0.key)  # 1002.5
+    progress.end(stage0.key, ok=True)  # 1010
+    progress.start(stage1.key)  # 1011, never ended
+    timeline = progress.timeline()
+    assert timeline[stage0.key] == {"name": stage0.name(), "status": DONE, "trial_start": 2.5, "trial_end": 10.0}
+    assert timeline[stage1.key]["trial_start"] == 11.0 and timeline[stage1.key]["trial_end"] is None
