@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_run_config(args.dataset, args.config, args.overrides)
         variant = get_variant(args.variant)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     run_dir = Path(args.out or f"runs/{args.dataset}_fold{args.fold}_{args.variant}_{time.strftime('%Y%m%d-%H%M%S')}")
     write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(variant.apply(cfg)), sort_keys=False))
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fold_run = run_fold(cfg, variant, args.fold, run_dir)
     except (ManifestError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     final = fold_run.final
     print(f"\n{args.variant} · {args.dataset} fold {args.fold} · test subjects {', '.join(fold_run.data.split.test_subjects)}")

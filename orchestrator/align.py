@@ -70,8 +70,8 @@ def _run_remote(jobs: list[align.Job], args: argparse.Namespace, options: align.
 
     cluster = init_ray(args.address)
     gpus = args.gpus_per_task if cluster.get("GPU", 0) > 0 else 0.0
-    print(f"[align] cluster: {int(cluster.get('CPU', 0))} CPU, {int(cluster.get('GPU', 0))} GPU; "
-          f"MTCNN on {'GPU' if gpus else 'CPU'}", file=sys.stderr)
+    log.info(f"cluster: {int(cluster.get('CPU', 0))} CPU, {int(cluster.get('GPU', 0))} GPU; "
+             f"MTCNN on {'GPU' if gpus else 'CPU'}")
 
     @ray.remote(num_cpus=0)  # a counter: it must not take a core from the alignment tasks
     class Progress:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from clile_core.config import StageConfig
+from clile_core.log import get_logger
 from clile_core.metrics import f1_per_au, f1_table
 
 
@@ -160,11 +160,10 @@ def fit(
         elif val_avg > result.best_val_f1:
             result.best_val_f1, result.best_epoch = val_avg, epoch
             best_state = copy.deepcopy(model.state_dict())
-        print(
-            f"[{stage}] epoch {epoch}/{cfg.epochs} loss {metrics.get('train_loss', float('nan')):.4f} "
+        get_logger(stage).info(
+            f"epoch {epoch}/{cfg.epochs} loss {metrics.get('train_loss', float('nan')):.4f} "
             f"val F1 {100 * val_avg:.1f} (best {100 * result.best_val_f1:.1f} @ {result.best_epoch}) "
-            f"{metrics['epoch_seconds']:.1f}s",
-            file=sys.stderr,
+            f"{metrics['epoch_seconds']:.1f}s"
         )
         if callback is not None:
             callback(stage, epoch, metrics)
