@@ -39,7 +39,8 @@ def report(ctx, plan, tracker, outcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("python -m orchestrator.ablate", __doc__, "clile-ablation", argv, build_plan, report, _extend)
+    return run_command("python -m orchestrator.ablate", __doc__, "clile-ablation", argv,
+                       build_plan=build_plan, report=report, extend_parser=_extend)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ def report(ctx, plan, tracker, outcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("python -m orchestrator.backbones", __doc__, "clile-backbones", argv, build_plan, report, _extend)
+    return run_command("python -m orchestrator.backbones", __doc__, "clile-backbones", argv,
+                       build_plan=build_plan, report=report, extend_parser=_extend)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def prepare(args: argparse.Namespace) -> Context:
 
 
 def run_command(
-    prog: str, description: str, default_experiment: str, argv: list[str] | None,
+    prog: str, description: str, default_experiment: str, argv: list[str] | None, *,
     build_plan: Callable[[Context], Plan], report: Callable[[Context, Plan, SweepTracker, SweepOutcome], None],
     extend_parser: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:

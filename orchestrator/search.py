@@ -262,7 +262,8 @@ def report(ctx: Context, plan: Plan, tracker: SweepTracker, outcome) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("python -m orchestrator.search", __doc__, "clile-search", argv, build_plan, report, _extend)
+    return run_command("python -m orchestrator.search", __doc__, "clile-search", argv,
+                       build_plan=build_plan, report=report, extend_parser=_extend)
 
 
 if __name__ == "__main__":

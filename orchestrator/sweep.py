@@ -66,7 +66,7 @@ def describe(plan: Plan, store: ArtifactStore) -> str:
 class _TrackingCallback(tune.Callback):
     """Relays trial events to MLflow from the driver (the single writer)."""
 
-    def __init__(self, tracker: SweepTracker, store: ArtifactStore, units: dict[str, Unit], dataset: str,
+    def __init__(self, tracker: SweepTracker, store: ArtifactStore, *, units: dict[str, Unit], dataset: str,
                  outcome: SweepOutcome, progress: Progress):
         self.tracker, self.store, self.units, self.dataset, self.outcome = tracker, store, units, dataset, outcome
         self.progress = progress
@@ -127,7 +127,7 @@ def _error_text(trial: Any) -> str:
     return str(trial.get_error() or "trial errored")
 
 
-def _reuse(unit: Unit, store: ArtifactStore, tracker: SweepTracker, dataset: str, outcome: SweepOutcome) -> None:
+def _reuse(unit: Unit, store: ArtifactStore, tracker: SweepTracker, *, dataset: str, outcome: SweepOutcome) -> None:
     outcome.reused.add(unit.key)
     if unit.key in tracker.finished_units:  # already recorded under this parent before a restart
         return
@@ -232,7 +232,7 @@ def start_ray(plan: Plan, store: ArtifactStore, options: SweepOptions) -> dict[s
     return cluster
 
 
-def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, options: SweepOptions,
+def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, *, options: SweepOptions,
              cluster: dict[str, float], outcome: SweepOutcome, name: str) -> None:
     """One Tune run over every unit to train: trials start as their upstream completes and a slot is free."""
     resources = _stage_resources(cluster, units, options)
@@ -240,7 +240,8 @@ def _run_dag(units: list[Unit], store: ArtifactStore, tracker: SweepTracker, opt
     requests = {stage: unit_request(r.cpu, r.gpu) for stage, r in resources.items()}
     stage_of = {u.key: u.stage for u in units}
     progress = Progress(units)
-    callback = _TrackingCallback(tracker, store, {u.key: u for u in units}, options.dataset, outcome, progress)
+    callback = _TrackingCallback(tracker, store, units={u.key: u for u in units}, dataset=options.dataset, outcome=outcome,
+                                 progress=progress)
     tuner = tune.Tuner(
         tune.with_resources(tune_trainable, lambda config: requests[stage_of[config["unit"]]]),
         param_space={"store": store.location},
@@ -276,7 +277,7 @@ def execute(plan: Plan, store: ArtifactStore, tracker: SweepTracker, options: Sw
     pending = []
     for unit in plan.units.values():
         if store.is_complete(unit.key):
-            _reuse(unit, store, tracker, options.dataset, outcome)
+            _reuse(unit, store, tracker, dataset=options.dataset, outcome=outcome)
         else:
             pending.append(unit)
             store.save_spec(unit)
@@ -285,7 +286,8 @@ def execute(plan: Plan, store: ArtifactStore, tracker: SweepTracker, options: Sw
         log.info(explain(cluster, options.gpus_per_trial))
         counts = ", ".join(f"{sum(u.stage == name for u in pending)} {stage.label}" for name, stage in STAGES.items())
         log.info(f"{len(pending)} unit(s) to train ({counts}), {len(plan.units) - len(pending)} reused")
-        _run_dag(pending, store, tracker, options, cluster, outcome, f"{plan.command}-{time.strftime('%Y%m%d-%H%M%S')}")
+        _run_dag(pending, store, tracker, options=options, cluster=cluster, outcome=outcome,
+                 name=f"{plan.command}-{time.strftime('%Y%m%d-%H%M%S')}")
     for key, upstream in outcome.skipped.items():
         log.warning(f"skipped {plan.units[key].name()}: upstream unit {upstream} did not complete")
     return outcome

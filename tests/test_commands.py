@@ -34,7 +34,7 @@ COMMAND = '''
 
 
     if __name__ == "__main__":
-        sys.exit(run_command("python -m lone_a0", __doc__, "lone-a0", None, build_plan, report))
+        sys.exit(run_command("python -m lone_a0", __doc__, "lone-a0", None, build_plan=build_plan, report=report))
 '''
 
 

@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="write into a non-empty folder the generator did not make")
     args = parser.parse_args(argv)
     try:
-        manifest = ensure_dataset(args.out, args.subjects, args.frames_per_subject, args.size, args.au_set, args.seed,
-                                  args.sessions, force=args.force)
+        manifest = ensure_dataset(args.out, subjects=args.subjects, frames_per_subject=args.frames_per_subject,
+                                  size=args.size, au_set=args.au_set, seed=args.seed, sessions=args.sessions,
+                                  force=args.force)
     except ValueError as exc:
         log.error("%s", exc)
         return 2

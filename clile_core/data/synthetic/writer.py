@@ -64,7 +64,7 @@ def _render_subject(index: int, seq: np.random.SeedSequence, p: dict, images: Pa
     return rows
 
 
-def generate(out_dir: str | Path, subjects: int = 18, frames_per_subject: int = 80, size: int = 112,
+def generate(out_dir: str | Path, *, subjects: int = 18, frames_per_subject: int = 80, size: int = 112,
              au_set: str = "bp4d", seed: int = 0, sessions: int = 2) -> Path:
     """Render the dataset into out_dir (images/, manifest.csv, then params.json); returns the manifest."""
     p = _params(subjects, frames_per_subject, size, au_set, seed, sessions)
@@ -102,7 +102,7 @@ def _is_complete(out: Path, p: dict) -> bool:
         return False
 
 
-def ensure_dataset(out_dir: str | Path, subjects: int = 18, frames_per_subject: int = 80, size: int = 112,
+def ensure_dataset(out_dir: str | Path, *, subjects: int = 18, frames_per_subject: int = 80, size: int = 112,
                    au_set: str = "bp4d", seed: int = 0, sessions: int = 2, force: bool = False) -> Path:
     """The manifest of the dataset in out_dir, generating it unless a complete one with these params is there.
     A non-empty folder the generator did not write is refused unless ``force``."""
@@ -114,5 +114,6 @@ def ensure_dataset(out_dir: str | Path, subjects: int = 18, frames_per_subject: 
     # one generation per folder at a time (parallel tests, trials on one host); the others then find it complete
     with FileLock(out / LOCK):
         if not _is_complete(out, p):
-            return generate(out, subjects, frames_per_subject, size, au_set, seed, sessions)
+            return generate(out, subjects=subjects, frames_per_subject=frames_per_subject, size=size, au_set=au_set,
+                            seed=seed, sessions=sessions)
     return out / "manifest.csv"
