@@ -57,7 +57,11 @@ PROBE_MAX_ITER = 2000
 def identity_probe(train_x: np.ndarray, train_subjects: np.ndarray, test_x: np.ndarray,
                    test_subjects: np.ndarray) -> dict[str, float]:
     """``id_probe_acc``: accuracy (%) of a linear identity probe fit on ``train_x`` and scored on ``test_x``
-    (other frames of the same subjects); ``id_probe_chance``: the majority subject's share of ``test_x``."""
+    (other frames of the same subjects); ``id_probe_chance``: the majority subject's share of ``test_x``.
+    Nothing when the training frames show a single subject: there is no identity to tell apart (a benchmark's
+    one-subject fold; logistic regression would refuse it)."""
+    if len(np.unique(train_subjects)) < 2:
+        return {}
     scaler = StandardScaler().fit(train_x)
     probe = LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER)
     probe.fit(scaler.transform(train_x), train_subjects)

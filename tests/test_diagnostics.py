@@ -48,3 +48,9 @@ def test_identity_probe_reads_identity_when_it_is_there_and_reports_chance():
     noise = rng.normal(size=(160, 8))  # no identity in the features: the probe falls to about chance
     blind = identity_probe(noise[train], subjects[train], noise[~train], subjects[~train])
     assert blind["id_probe_acc"] < 50.0
+
+
+def test_identity_probe_is_skipped_for_a_single_training_subject():
+    x = np.random.default_rng(0).normal(size=(12, 4))
+    subjects = np.array(["F001"] * 12)
+    assert identity_probe(x[:8], subjects[:8], x[8:], subjects[8:]) == {}
