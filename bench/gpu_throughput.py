@@ -34,6 +34,7 @@ from PIL import Image
 from clile_core.config import RunConfig, load_run_config
 from clile_core.data.fold_data import FoldData
 from clile_core.data.folds import FoldSplit
+from clile_core.data.images import view_names
 from clile_core.features import FeatureStore, _load
 from clile_core.hardware import images_to, loader_workers, prepare_image_model
 from clile_core.losses import selective_learning_weights, weighted_bce
@@ -125,12 +126,14 @@ def stage0_ceiling(cfg: RunConfig, steps: int, device: torch.device) -> float:
 
 
 def token_store(path: Path, frames: int, tokens: int, dim: int) -> FeatureStore:
-    """A cache on disk in the real layout (fp16 tensors per view), loaded memory-mapped as stages I/II do."""
+    """A cache on disk in the real layout (fp16 tensors per view, the views the BP4D preset trains on: centre,
+    flip and its random crops), loaded memory-mapped as stages I/II do."""
     path.mkdir(parents=True)
     gen = torch.Generator().manual_seed(0)
-    for view in ("centre", "flip"):
+    views = view_names(load_run_config("bp4d").features.random_crops)
+    for view in views:
         torch.save(torch.randn(frames, tokens, dim, generator=gen).half(), path / f"{view}.pt")
-    (path / "meta.json").write_text(json.dumps({"key": "bench", "views": ["centre", "flip"], "frames": frames}))
+    (path / "meta.json").write_text(json.dumps({"key": "bench", "views": views, "frames": frames}))
     store = _load(path, "bench")
     assert store is not None
     return store
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         store = token_store(tmp / "tokens", size.frames, tokens=49, dim=512)  # ResNet-18's 7x7x512 at 224 px
         frames = fold_of(size.frames, size.held_out, tmp / "images")
         print(f"stage II on {size.frames} cached frames (ResNet-18 tokens 49x512 fp16, "
-              f"{2 * store.views['centre'].nbytes / 2**30:.2f} GiB for two views)", flush=True)
+              f"{len(store.views) * store.views['centre'].nbytes / 2**30:.2f} GiB for {len(store.views)} views)", flush=True)
         streamed = stage2_rate(size, frames, store, tmp / "s2-stream", ckpt, device, "never")
         peak_gib(device)
         resident = stage2_rate(size, frames, store, tmp / "s2-resident", ckpt, device, "always")
