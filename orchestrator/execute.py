@@ -55,8 +55,9 @@ def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
     def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
         report({"epoch": epoch, **metrics})
 
-    # Imported here, not at the top: a new trial actor is ready (and takes its slot) only once this module
-    # is imported, and MLflow plus matplotlib add seconds to that on a busy machine.
+    # Imported here, not at the top: a pooled worker imports this module to start its first unit
+    # (orchestrator.pool.UNIT_STACK) and MLflow plus matplotlib in the background (UNIT_FINISH), so they
+    # stay off the first unit's start on a busy machine.
     from orchestrator.au_model import save_unit_model
     from reports.figures import unit_figures
 
