@@ -66,10 +66,10 @@ def rate(job: align.Job, src: Path, options: align.AlignOptions) -> tuple[float,
     """(frames per wall second, frames per CPU second of this process): on a shared, loaded machine
     the second is what one free core would do."""
     with tempfile.TemporaryDirectory() as out:
-        align.run_job(job, src, Path(out), options)  # warm-up: model load, first-call allocations
+        align.run_job(job, src=src, out=Path(out), options=options)  # warm-up: model load, first-call allocations
     with tempfile.TemporaryDirectory() as out:
         start, cpu = time.perf_counter(), time.process_time()
-        rows = align.run_job(job, src, Path(out), options)
+        rows = align.run_job(job, src=src, out=Path(out), options=options)
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         # a frame without a face skips the warp and the write: the rate would flatter the pipeline
         assert not [r for r in rows if not r.written], f"frames without a crop in the benchmark: {rows[:3]}"

@@ -139,7 +139,7 @@ def token_store(path: Path, frames: int, tokens: int, dim: int) -> FeatureStore:
     return store
 
 
-def stage2_rate(size: Size, fold: FoldData, store: FeatureStore, out: Path, ckpt: Path, device: torch.device,
+def stage2_rate(size: Size, fold: FoldData, store: FeatureStore, *, out: Path, ckpt: Path, device: torch.device,
                 resident: str) -> float:
     """``train_stage2`` without stage I (no L_Orth): BCE + L_Contra on the BP4D preset's encoder and batch."""
     cfg = load_run_config("bp4d", None, [*OVERRIDES, *size.encoder, f"features.resident={resident}", "stage2.epochs=2",
@@ -195,9 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         frames = fold_of(size.frames, size.held_out, tmp / "images")
         print(f"stage II on {size.frames} cached frames (ResNet-18 tokens 49x512 fp16, "
               f"{len(store.views) * store.views['centre'].nbytes / 2**30:.2f} GiB for {len(store.views)} views)", flush=True)
-        streamed = stage2_rate(size, frames, store, tmp / "s2-stream", ckpt, device, "never")
+        streamed = stage2_rate(size, frames, store, out=tmp / "s2-stream", ckpt=ckpt, device=device, resident="never")
         peak_gib(device)
-        resident = stage2_rate(size, frames, store, tmp / "s2-resident", ckpt, device, "always")
+        resident = stage2_rate(size, frames, store, out=tmp / "s2-resident", ckpt=ckpt, device=device, resident="always")
         print(f"  stage II peak with resident tokens {peak_gib(device)}", flush=True)
         ratios.append(("stage II resident / streamed", resident / streamed, 5.0))
     print("\nratios (measured in this run):")

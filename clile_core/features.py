@@ -89,7 +89,8 @@ class ResidentFeatures(FeatureStore):
     """Some rows of every view copied once to ``device``: batches are then drawn there by index, with no
     host-to-device copy and no host synchronisation per step. Same batches as the store it copies."""
 
-    def __init__(self, store: FeatureStore, rows: np.ndarray, names: list[str], device: torch.device, chunk: int = 4096):
+    def __init__(self, store: FeatureStore, rows: np.ndarray, *, names: list[str], device: torch.device,
+                 chunk: int = 4096):
         rows_t = torch.as_tensor(np.sort(rows), dtype=torch.long)
         first = store.views[names[0]]
         self.stacked = torch.empty((len(names), len(rows_t), *first.shape[1:]), dtype=first.dtype, device=device)
@@ -128,7 +129,8 @@ class ResidentFeatures(FeatureStore):
         return self.stacked[view_ids.to(self.device), self.slots[rows.to(self.device)]].float()
 
 
-def for_training(store: FeatureStore, rows: np.ndarray, names: list[str], device: torch.device, cfg: FeatureConfig) -> FeatureStore:
+def for_training(store: FeatureStore, rows: np.ndarray, *, names: list[str], device: torch.device,
+                 cfg: FeatureConfig) -> FeatureStore:
     """The store stages I/II draw ``rows`` from: resident on ``device`` when ``features.resident`` says so
     ('always', or 'auto' on CUDA when the copy fits ``resident_memory`` of the trial's GPU share),
     otherwise ``store`` itself, streamed from disk."""
@@ -143,7 +145,7 @@ def for_training(store: FeatureStore, rows: np.ndarray, names: list[str], device
                      budget / 2**30, cfg.resident_memory)
             return store
     log.info("%d rows × %d views resident on %s (%.2f GiB)", len(rows), len(names), device, need / 2**30)
-    return ResidentFeatures(store, rows, names, device)
+    return ResidentFeatures(store, rows, names=names, device=device)
 
 
 def _load(path: Path, key: str) -> FeatureStore | None:
@@ -160,7 +162,7 @@ class CacheSpaceError(ValueError):
 
 
 @torch.no_grad()
-def estimated_bytes(backbone: Backbone, frames: int, views: int, cfg: RunConfig, device: torch.device) -> int:
+def estimated_bytes(backbone: Backbone, *, frames: int, views: int, cfg: RunConfig, device: torch.device) -> int:
     """Bytes the cache will take: one probe image gives the token grid (T, Cf) at this input size."""
     probe = torch.zeros(1, 3, cfg.data.input_size, cfg.data.input_size, device=device)
     tokens, dim = backbone(probe).shape[1:]
@@ -179,9 +181,10 @@ def check_space(folder: Path, need: int, what: str) -> None:
 
 
 @torch.no_grad()
-def _compute(backbone: Backbone, data: FoldData, cfg: RunConfig, view: str, device: torch.device) -> torch.Tensor:
+def _compute(backbone: Backbone, *, data: FoldData, cfg: RunConfig, view: str, device: torch.device) -> torch.Tensor:
     rows = np.arange(len(data.manifest))
-    dataset = FrameDataset(data.manifest, data.images_root, rows, data.labels, ViewTransform(cfg.data, view))
+    dataset = FrameDataset(data.manifest, data.images_root, rows, labels=data.labels,
+                           transform=ViewTransform(cfg.data, view))
     batch_size = max(GPU_EXTRACTION_BATCH if device.type == "cuda" else 64, cfg.stage0.batch_size)
     loader = DataLoader(dataset, batch_size=batch_size, **loader_options(cfg.data.num_workers, device))
     dtype = getattr(torch, cfg.features.dtype)
@@ -195,7 +198,8 @@ def _compute(backbone: Backbone, data: FoldData, cfg: RunConfig, view: str, devi
     return torch.cat(chunks)
 
 
-def load_or_compute(backbone: Backbone, backbone_ckpt: Path, data: FoldData, cfg: RunConfig, device: torch.device) -> FeatureStore:
+def load_or_compute(backbone: Backbone, backbone_ckpt: Path, *, data: FoldData, cfg: RunConfig,
+                    device: torch.device) -> FeatureStore:
     """Return the cached features for this backbone checkpoint and manifest, computing them on a miss."""
     key = cache_key(file_hash(backbone_ckpt), data.manifest_hash, cfg)
     path = Path(cfg.features.cache_dir) / key
@@ -205,12 +209,12 @@ def load_or_compute(backbone: Backbone, backbone_ckpt: Path, data: FoldData, cfg
         return cached
     backbone = prepare_image_model(backbone.to(device).eval(), device)
     names = view_names(cfg.features.random_crops)
-    need = estimated_bytes(backbone, len(data.manifest), len(names), cfg, device)
+    need = estimated_bytes(backbone, frames=len(data.manifest), views=len(names), cfg=cfg, device=device)
     check_space(path.parent, need, f"{len(data.manifest)} frames x {len(names)} views, {cfg.features.dtype}")
     start = time.time()
     with atomic_dir(path) as tmp:
         for name in names:
-            torch.save(_compute(backbone, data, cfg, name, device), tmp / f"{name}.pt")
+            torch.save(_compute(backbone, data=data, cfg=cfg, view=name, device=device), tmp / f"{name}.pt")
             log.info("view %s: %d frames (%.0fs)", name, len(data.manifest), time.time() - start)
         (tmp / FEATURES_MARKER).write_text(json.dumps({"key": key, "views": names, "frames": len(data.manifest)}))
     loaded = _load(path, key)

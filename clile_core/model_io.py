@@ -108,5 +108,5 @@ def load_model(model_dir: str | Path) -> LoadedModel:
         encoder = FeatureEncoder(backbone.out_dim, model_cfg, tokens=tokens)
         encoder.load_state_dict(weights["encoder"])
         net = _CLILEPredictor(backbone, encoder, weights["au_embeddings"])
-    data_cfg = DataConfig(input_size=meta["input_size"], resize_size=meta["resize"])
+    data_cfg = merge(DataConfig(), {"input_size": meta["input_size"], "resize_size": meta["resize"]}, str(meta_file))
     return LoadedModel(meta["kind"], net.eval(), data_cfg, meta["au_names"], meta["threshold"])

@@ -25,7 +25,8 @@ class FoldRun:
         return [result for name, result in self.stages.items() if get_stage(name).answers][-1]
 
 
-def run_fold(cfg: RunConfig, variant: Variant, fold: int, run_dir: Path, callback: EpochCallback | None = None) -> FoldRun:
+def run_fold(cfg: RunConfig, variant: Variant, fold: int, run_dir: Path, *,
+             callback: EpochCallback | None = None) -> FoldRun:
     cfg = variant.apply(cfg)
     run_dir = Path(run_dir)
     data = load_fold_data(cfg.data, fold, cfg.features.cache_dir)

@@ -39,6 +39,12 @@ class Stage:
     answers: bool = False  # predicts AUs with a saved model: its result can be a table cell
     provides: tuple[str, ...] = ()  # files it writes for downstream stages and for serving
 
+    @property
+    def section(self) -> str:
+        """The config section with its training settings (epochs, rate, batch size); a stage whose section
+        is named otherwise overrides this."""
+        return self.name
+
     def enabled(self, variant: Variant) -> bool:
         return self.switch is None or bool(getattr(variant, self.switch))
 
@@ -110,7 +116,7 @@ def stage0_features(cfg: RunConfig, data: FoldData, stage0_dir: Path) -> Feature
     ckpt = Path(stage0_dir) / BACKBONE_FILE
     backbone = create_backbone(cfg.model.backbone, "none")
     load_weights(backbone, ckpt)
-    return load_or_compute(backbone, ckpt, data, cfg, select_device(cfg.device))
+    return load_or_compute(backbone, ckpt, data=data, cfg=cfg, device=select_device(cfg.device))
 
 
 @register_stage

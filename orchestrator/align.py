@@ -101,7 +101,8 @@ def _run_remote(jobs: list[align.Job], args: argparse.Namespace, options: align.
                 progress.add.remote(step["n"])
                 step["n"] = 0
 
-        rows = align.run_job(job, args.src, args.out, dataclasses.replace(options, device=device), tick)
+        rows = align.run_job(job, src=args.src, out=args.out, options=dataclasses.replace(options, device=device),
+                              progress=tick)
         progress.add.remote(step["n"])
         return rows
 

@@ -76,8 +76,8 @@ def check_tracking(uri: str) -> None:
 def check_splits(manifest: pd.DataFrame, data: DataConfig, folds: list[int]) -> None:
     """Every fold must leave training, validation and test frames, or a stage fails after stage 0 trained."""
     for fold in folds:
-        split = split_fold(manifest.reset_index(drop=True), data.dataset, fold, data.val_fraction,
-                           data.seen_fraction, data.split_seed)
+        split = split_fold(manifest.reset_index(drop=True), data.dataset, fold, val_fraction=data.val_fraction,
+                           seen_fraction=data.seen_fraction, seed=data.split_seed)
         empty = [role for role in ("train", "val", "test") if len(getattr(split, role)) == 0]
         if empty:
             raise SetupError(f"fold {fold}: no {' or '.join(empty)} frames with data.val_fraction={data.val_fraction} "

@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from clile_core.names import VAL_F1_AVG
+from clile_core.stages import get_stage
 from orchestrator.units import Unit
 
 QUEUED, RUNNING, DONE, FAILED, SKIPPED = "queued", "running", "done", "failed", "skipped"
@@ -75,7 +76,8 @@ class Progress:
 
     def __init__(self, units: list[Unit], stream: TextIO | None = None, period: float = 30.0,
                  terminal: bool | None = None):
-        self.states = {u.key: UnitState(u.name(), int(u.config.get(u.stage, {}).get("epochs", 0))) for u in units}
+        self.states = {u.key: UnitState(u.name(), int(u.config.get(get_stage(u.stage).section, {}).get("epochs", 0)))
+                       for u in units}
         self.stream, self.terminal = stream, terminal
         self.period, self.started, self.last_line = period, time.time(), 0.0
         self.console: Console | None = None

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 
-import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from clile_core.log import get_logger
 from clile_core.names import AVG, REUSED_FROM_TAG, TEST_F1_AVG
@@ -39,7 +40,13 @@ def register_best(tracker: SweepTracker, report: Report, name: str) -> str:
     model_id = _logged_model(tracker, cell["run_id"])
     if model_id is None:
         return f"--register {name}: row {row} fold {cell['fold']} (run {cell['run_id']}) has no logged model"
-    version = mlflow.register_model(f"models:/{model_id}", name, tags={
+    # Through the sweep's own client (its registry is its tracking store), not MLflow's global URI.
+    try:
+        tracker.client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)):
+            raise
+    version = tracker.client.create_model_version(name, f"models:/{model_id}", model_id=model_id, tags={
         "row": row, "fold": str(cell["fold"]), TEST_F1_AVG: f"{cell[AVG]:.2f}", "sweep_run": tracker.parent_id})
     return (f"registered model '{name}' version {version.version}: row {row}, fold {cell['fold']} "
             f"(test F1 {cell[AVG]:.1f}); serve it with: mlflow models serve -m models:/{name}/{version.version} "

@@ -39,16 +39,16 @@ log = get_logger("search")
 SHARED_VARIANT = "A0"  # its units (stage 0) are trained once by the sweep and shared by every trial
 
 
-def _fold_units(cfg: RunConfig, fold: int, seed: int, manifest_hash: str, variant: str = "CL-ILE") -> Plan:
+def _fold_units(cfg: RunConfig, fold: int, *, seed: int, manifest_hash: str, variant: str = "CL-ILE") -> Plan:
     plan = Plan("search")
     add_variant_fold(plan, cfg, get_variant(variant), fold, manifest_hash, seed=seed)
     return plan
 
 
-def _trial_units(plan: Plan, cfg: RunConfig, fold: int, seed: int, manifest_hash: str) -> list[Unit]:
+def _trial_units(plan: Plan, cfg: RunConfig, fold: int, *, seed: int, manifest_hash: str) -> list[Unit]:
     """The units of ``plan`` a trial trains: all but the shared ones ``build_plan`` trained before (A0's:
     the sampled keys never enter their key), upstream first."""
-    shared = _fold_units(cfg, fold, seed, manifest_hash, SHARED_VARIANT).units
+    shared = _fold_units(cfg, fold, seed=seed, manifest_hash=manifest_hash, variant=SHARED_VARIANT).units
     return [unit for unit in plan.ordered() if unit.key not in shared]
 
 
@@ -61,8 +61,8 @@ def search_trainable(config: dict[str, Any]) -> None:
     scores, keys = [], []
     for done, fold in enumerate(json.loads(config["folds"]), start=1):
         for seed in json.loads(config["seeds"]):
-            plan = _fold_units(cfg, fold, seed, config["manifest_hash"])
-            for unit in _trial_units(plan, cfg, fold, seed, config["manifest_hash"]):
+            plan = _fold_units(cfg, fold, seed=seed, manifest_hash=config["manifest_hash"])
+            for unit in _trial_units(plan, cfg, fold, seed=seed, manifest_hash=config["manifest_hash"]):
                 store.save_spec(unit)
                 run_unit(store, unit, lambda metrics: None)
                 keys.append(unit.key)
@@ -200,8 +200,8 @@ def _search(ctx: Context, plan: Plan, tracker: SweepTracker, store: ArtifactStor
         cluster = init_ray(ctx.args.address)
         # a trial trains its units one after another, so it asks for what the most demanding of them needs
         fold, seed = ctx.args.folds[0], ctx.seeds[0]
-        trial_stages = {u.stage for u in _trial_units(_fold_units(ctx.cfg, fold, seed, ctx.manifest_hash), ctx.cfg,
-                                                      fold, seed, ctx.manifest_hash)}
+        fold_plan = _fold_units(ctx.cfg, fold, seed=seed, manifest_hash=ctx.manifest_hash)
+        trial_stages = {u.stage for u in _trial_units(fold_plan, ctx.cfg, fold, seed=seed, manifest_hash=ctx.manifest_hash)}
         resources = max((plan_resources(cluster, stage, ctx.args.gpus_per_trial, ctx.args.max_concurrent,
                                         cpus_per_gpu_trial=ctx.args.cpus_per_gpu_trial) for stage in sorted(trial_stages)),
                         key=lambda r: (r.gpu, r.cpu))
@@ -227,7 +227,7 @@ def _search(ctx: Context, plan: Plan, tracker: SweepTracker, store: ArtifactStor
 
     def covers_all_folds(params: dict[str, Any]) -> bool:
         cfg = apply_sample(ctx.cfg, params)
-        return all(store.is_complete(_fold_units(cfg, fold, seed, ctx.manifest_hash).cells[("CL-ILE", fold, seed)])
+        return all(store.is_complete(_fold_units(cfg, fold, seed=seed, manifest_hash=ctx.manifest_hash).cells[("CL-ILE", fold, seed)])
                    for fold in ctx.args.folds for seed in ctx.seeds)
 
     best = best_trial(study, covers_all_folds)

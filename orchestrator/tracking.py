@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import (DatasetInput, InputTag, LoggedModelOutput, LoggedModelStatus, Metric, Param,
@@ -69,7 +68,6 @@ class SweepTracker:
 
     def __init__(self, tracking_uri: str, *, experiment: str, command: str, dataset: str, sweep_key: str,
                  params: dict[str, Any]):
-        mlflow.set_tracking_uri(tracking_uri)  # for mlflow.register_model (orchestrator.report), which has no client
         self.client = MlflowClient(tracking_uri)
         self.experiment_id = experiment_id(self.client, experiment, tracking_uri)
         self.code_version = code_version()

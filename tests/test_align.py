@@ -162,7 +162,7 @@ def test_rerun_writes_nothing_and_a_lost_crop_is_redone_alone(aligned) -> None:
     jobs, done = align.plan_jobs(src, out)
     assert jobs == [align.VideoJob("single_face.mp4", 1, 72)]
     assert done == 4 + 71 + 98  # every image, every other frame of both videos
-    rows = align.run_job(jobs[0], src, out, OPTIONS)
+    rows = align.run_job(jobs[0], src=src, out=out, options=OPTIONS)
     assert (out / "single_face" / "00010.jpg").exists() and rows == []
     assert snapshot(out).keys() == before.keys() | {f"{align.PARTS_DIR}/{align.job_name(jobs[0])}.csv"}
 
@@ -205,7 +205,7 @@ def test_truncated_videos_are_reported_not_fatal(media: Path, tmp_path: Path) ->
     truncate(src / "cut.jpg", 0.5)
     jobs, _ = align.plan_jobs(src, out, frames_per_job=30)
     assert [j.frames for j in jobs] == [1, 30, 30, 12, 0]  # the unreadable MP4's frame count is unknown
-    rows = [row for job in jobs for row in align.run_job(job, src, out, OPTIONS)]
+    rows = [row for job in jobs for row in align.run_job(job, src=src, out=out, options=OPTIONS)]
     crops = sorted(int(p.stem) for p in (out / "LeftVideoSN001_comp").glob("*.jpg"))
     lost = sorted(r.frame for r in rows if r.source.endswith(".avi"))
     assert 0 < len(crops) < 72 and crops == list(range(1, len(crops) + 1))
@@ -254,7 +254,7 @@ def test_feature_cache_size_is_estimated_and_a_full_disk_refused_before_extracti
     cfg = load_run_config("synthetic", None, ["data.input_size=64"])
     backbone = create_backbone("resnet18").eval()
     # resnet18 at 64 px: a 2x2 grid of 512-channel tokens, 2 bytes each in float16
-    assert features.estimated_bytes(backbone, 10, 2, cfg, torch.device("cpu")) == 10 * 2 * 4 * 512 * 2
+    assert features.estimated_bytes(backbone, frames=10, views=2, cfg=cfg, device=torch.device("cpu")) == 10 * 2 * 4 * 512 * 2
     features.check_space(tmp_path / "features" / "key", 1, "1 byte")  # the folder need not exist yet
     with pytest.raises(features.CacheSpaceError) as info:
         features.check_space(tmp_path / "features" / "key", 1 << 60, "146000 frames x 2 views")

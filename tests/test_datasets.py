@@ -114,7 +114,8 @@ labels, images, manifest = sys.argv[1:]
 cfg = load_run_config("toy")
 code = prepare.main(["toy", "--labels", labels, "--images", images, "--out", manifest])
 frame = read_manifest(manifest)
-split = split_fold(frame, "toy", 1, cfg.data.val_fraction, cfg.data.seen_fraction, cfg.data.split_seed)
+split = split_fold(frame, "toy", 1, val_fraction=cfg.data.val_fraction, seen_fraction=cfg.data.seen_fraction,
+                   seed=cfg.data.split_seed)
 print(json.dumps({"prepare": code, "preset_dim": cfg.model.dim, "au_set": cfg.data.au_set,
                   "columns": list(frame.columns), "test": split.test_subjects, "val": split.val_subjects,
                   "train": split.train_subjects, "help": build_parser().format_help()}))

@@ -266,6 +266,7 @@ def test_model_checkpoint_may_point_to_a_sibling_but_not_outside(model_dir, tmp_
 @pytest.mark.parametrize("make, fragment", [
     (lambda d: _edit_meta(d, threshold=None), "lacks key(s) ['threshold']"),
     (lambda d: (d / MODEL_JSON).write_text("{"), "is not valid JSON"),
+    (lambda d: _edit_meta(d, input_size=-4), "model.json: key 'input_size': -4 is out of range; allowed [16, 1024]"),
 ])
 def test_predict_on_a_damaged_model_json_is_one_message(model_dir, tmp_path, capsys, make, fragment):
     make(model_dir)

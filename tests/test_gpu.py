@@ -1,8 +1,13 @@
 """The GPU paths: device-resident features (tested on CPU by forcing residence), the sync-free epoch loop,
-and one tiny fold on CUDA (marked ``gpu``, skipped without CUDA) checking bf16 against fp32."""
+one tiny fold on CUDA (marked ``gpu``, skipped without CUDA) checking bf16 against fp32, and the GPU check's
+throughput bench at its small size on CPU."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,7 +45,8 @@ def _batches(store: FeatureStore, rows: np.ndarray, epochs: int = 2) -> list[tup
 
 def test_resident_batches_equal_streamed_batches_for_a_seed():
     store, fold = _store(), _fold()
-    resident = for_training(store, np.union1d(fold.split.train, fold.split.val), VIEWS, CPU, FeatureConfig(resident="always"))
+    resident = for_training(store, np.union1d(fold.split.train, fold.split.val), names=VIEWS, device=CPU,
+                            cfg=FeatureConfig(resident="always"))
     assert isinstance(resident, ResidentFeatures) and resident.stacked.dtype == torch.float16
     streamed, drawn = _batches(store, fold.split.train), _batches(resident, fold.split.train)
     assert len(streamed) == len(drawn) == 10  # 24 rows in batches of 5, the batch of 4 kept, two epochs
@@ -51,7 +57,7 @@ def test_resident_batches_equal_streamed_batches_for_a_seed():
 
 def test_resident_evaluation_matches_and_refuses_rows_not_copied():
     store, fold = _store(), _fold()
-    resident = ResidentFeatures(store, fold.split.val, VIEWS, CPU)
+    resident = ResidentFeatures(store, fold.split.val, names=VIEWS, device=CPU)
     logits = lambda tokens: tokens.mean(dim=1)[:, :3]
     a = evaluate_features(store, fold.split.val, labels=fold.labels, logits_fn=logits, device=CPU, batch_size=4)
     b = evaluate_features(resident, fold.split.val, labels=fold.labels, logits_fn=logits, device=CPU, batch_size=4)
@@ -64,8 +70,8 @@ def test_resident_evaluation_matches_and_refuses_rows_not_copied():
 
 def test_residence_follows_the_setting_and_the_device():
     store, rows = _store(), np.arange(10)
-    assert for_training(store, rows, VIEWS, CPU, FeatureConfig(resident="auto")) is store  # CPU: stream, as before
-    assert for_training(store, rows, VIEWS, CPU, FeatureConfig(resident="never")) is store
+    assert for_training(store, rows, names=VIEWS, device=CPU, cfg=FeatureConfig(resident="auto")) is store  # CPU: stream, as before
+    assert for_training(store, rows, names=VIEWS, device=CPU, cfg=FeatureConfig(resident="never")) is store
     assert ResidentFeatures.nbytes(store, 10, VIEWS) == 2 * 10 * 3 * 4 * 2 + 40 * 8
 
 
@@ -150,3 +156,17 @@ def test_compiled_fit_on_cuda_matches_eager():
         losses[compiled] = [h["train_loss"] for h in result.history]
         assert set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}  # compiled in place: same keys
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
+def test_the_gpu_check_bench_runs_at_its_small_size_on_cpu(tmp_path):
+    """bench/gpu_check.sh runs this bench on the lent GPU, where a crash costs scarce device time: its small
+    form must run here (it crashed twice unnoticed when the stages changed)."""
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(repo / "bench" / "gpu_throughput.py"), "--small", "--device", "cpu"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    ratios = re.findall(r"^  (stage 0 resnet18 pipeline / ceiling|stage II resident / streamed)\s+(\d+\.\d+)",
+                        result.stdout, re.MULTILINE)
+    assert [name for name, _ in ratios] == ["stage 0 resnet18 pipeline / ceiling", "stage II resident / streamed"]
+    assert all(float(value) > 0 for _, value in ratios)

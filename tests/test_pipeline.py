@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = load_run_config("synthetic", None, [*SMALL, f"features.cache_dir={out / 'features'}"])
     epochs: list[tuple[str, int, dict]] = []
-    fold_run = run_fold(cfg, get_variant("CL-ILE"), 1, out, lambda stage, epoch, m: epochs.append((stage, epoch, m)))
+    fold_run = run_fold(cfg, get_variant("CL-ILE"), 1, out, callback=lambda stage, epoch, m: epochs.append((stage, epoch, m)))
     return cfg, out, fold_run, epochs
 
 
@@ -93,7 +93,7 @@ def test_feature_cache_key_changes_with_the_backbone_checkpoint(trained, tmp_pat
     other = tmp_path / "other.pt"
     backbone = create_backbone(cfg.model.backbone)
     torch.save(backbone.state_dict(), other)
-    fresh = load_or_compute(backbone, other, fold_run.data, cfg, torch.device("cpu"))
+    fresh = load_or_compute(backbone, other, data=fold_run.data, cfg=cfg, device=torch.device("cpu"))
     assert fresh.key != features_of(trained).key and not fresh.hit
 
 

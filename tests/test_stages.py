@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import io
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from clile_core.pipeline import run_fold
 from clile_core.stages import STAGES, Stage, final_stage, fold_stages, get_stage, register_stage, stage_order
 from clile_core.training.common import StageResult
 from clile_core.variants import Variant, get_variant
+from orchestrator.progress import Progress
 from orchestrator.resources import plan_resources
 from orchestrator.units import Plan, Unit, add_variant_fold
 
@@ -90,6 +92,7 @@ class ToyStage(Stage):
     name, label = "toy", "stage T"
     needs = ("stage0",)
     key_sections = ("model.dim",)
+    section = "stage2"  # its training settings live in a section not named after it
     answers = True
     provides = ("toy.json",)
 
@@ -113,7 +116,7 @@ def toy():
 def test_a_registered_stage_runs_in_the_pipeline_after_its_upstream(toy, tmp_path):
     cfg = load_run_config("synthetic", None, [*TINY, f"features.cache_dir={tmp_path / 'features'}"])
     epochs = []
-    fold_run = run_fold(cfg, get_variant("A0"), 1, tmp_path / "run", lambda stage, epoch, m: epochs.append(stage))
+    fold_run = run_fold(cfg, get_variant("A0"), 1, tmp_path / "run", callback=lambda stage, epoch, m: epochs.append(stage))
     assert list(fold_run.stages) == ["stage0", "toy"] and epochs == ["stage0", "toy"]
     written = json.loads((tmp_path / "run" / "toy" / "toy.json").read_text())
     assert written["backbone_bytes"] == (tmp_path / "run" / "stage0" / BACKBONE_FILE).stat().st_size > 0
@@ -133,13 +136,17 @@ def test_a_registered_stage_gets_units_keys_names_and_resources(toy):
     key = lambda cfg: Unit("toy", 2, to_dict(cfg), {"stage0": stage0.key}, "manifest").key
     assert key(wider) != unit.key and key(same_tau) == unit.key  # its key reads model.dim, not stage2
     assert plan_resources({"CPU": 8.0, "GPU": 2.0}, "toy", 0.25, None).gpu == 0.25  # feature-like: a GPU share
+    # the live view counts its epochs from its own section
+    epochs = dataclasses.replace(base, stage2=dataclasses.replace(base.stage2, epochs=7))
+    toy_unit = Unit("toy", 2, to_dict(epochs), {"stage0": stage0.key}, "manifest")
+    assert Progress([toy_unit], stream=io.StringIO()).states[toy_unit.key].epochs == 7
 
 
 def test_search_trials_train_what_the_shared_stage0_sweep_does_not():
     from orchestrator.search import _fold_units, _trial_units
 
-    plan = _fold_units(RunConfig(), 1, 0, "manifest")
-    assert [u.stage for u in _trial_units(plan, RunConfig(), 1, 0, "manifest")] == ["stage1", "stage2"]
+    plan = _fold_units(RunConfig(), 1, seed=0, manifest_hash="manifest")
+    assert [u.stage for u in _trial_units(plan, RunConfig(), 1, seed=0, manifest_hash="manifest")] == ["stage1", "stage2"]
 
 
 def test_a_stage_whose_required_upstream_is_off_is_refused(toy, monkeypatch):

@@ -380,7 +380,7 @@ def _video_frames(job: VideoJob, src: Path) -> Iterator[tuple[int, Image.Image |
         yield index, ReportRow(frame_output(rel, index), rel, index, False, 0, reason)
 
 
-def run_job(job: Job, src: Path, out: Path, options: AlignOptions,
+def run_job(job: Job, *, src: Path, out: Path, options: AlignOptions,
             progress: Callable[[int], None] = lambda n: None) -> list[ReportRow]:
     """Align every frame of ``job`` not already on disk; record its report rows as a finished part."""
     rows: list[ReportRow] = []

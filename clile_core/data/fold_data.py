@@ -59,7 +59,8 @@ def load_fold_data(cfg: DataConfig, fold: int, cache_dir: str | Path) -> FoldDat
     manifest_path, images_root = resolve_manifest(cfg)
     manifest = read_manifest(manifest_path).reset_index(drop=True)
     aus = au_columns(manifest)
-    split = split_fold(manifest, cfg.dataset, fold, cfg.val_fraction, cfg.seen_fraction, cfg.split_seed)
+    split = split_fold(manifest, cfg.dataset, fold, val_fraction=cfg.val_fraction, seen_fraction=cfg.seen_fraction,
+                       seed=cfg.split_seed)
     return FoldData(
         dataset=cfg.dataset,
         fold=fold,

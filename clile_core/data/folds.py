@@ -69,6 +69,7 @@ def split_fold(
     manifest: pd.DataFrame,
     dataset: str,
     fold: int,
+    *,
     val_fraction: float = 0.15,
     seen_fraction: float = 0.1,
     seed: int = 0,

@@ -65,7 +65,7 @@ class ViewTransform:
 class FrameDataset(Dataset):
     """Frames of a manifest (selected rows) as (image tensor, labels, row index)."""
 
-    def __init__(self, manifest: pd.DataFrame, images_root: str | Path, rows: np.ndarray, labels: np.ndarray,
+    def __init__(self, manifest: pd.DataFrame, images_root: str | Path, rows: np.ndarray, *, labels: np.ndarray,
                  transform: Callable[[Image.Image], torch.Tensor] | ViewTransform):
         self.paths = [Path(images_root) / p for p in manifest["image"].to_numpy()[rows]]
         self.labels = torch.as_tensor(labels[rows], dtype=torch.float32)

@@ -34,7 +34,7 @@ def numbered_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
                 yield number, [cell.strip() for cell in text.split(",")]
 
 
-def parse_int(cell: str, path: Path, line: int, what: str, allowed: Iterable[int]) -> int:
+def parse_int(cell: str, *, path: Path, line: int, what: str, allowed: Iterable[int]) -> int:
     allowed = sorted(allowed)
     shown = f"{allowed[0]}..{allowed[-1]}" if allowed == list(range(allowed[0], allowed[-1] + 1)) else str(allowed)
     try:

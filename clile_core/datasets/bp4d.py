@@ -49,7 +49,7 @@ def _read_file(path: Path, subject: str, session: str) -> pd.DataFrame:
         note_frame(first_line, frame, path, line)
         frames.append(frame)
         labels.append([
-            OCCURRENCE[parse_int(cells[c], path, line, f"AU{au}", OCCURRENCE)]
+            OCCURRENCE[parse_int(cells[c], path=path, line=line, what=f"AU{au}", allowed=OCCURRENCE)]
             for c, au in zip(au_cols, AUS)
         ])
     table = pd.DataFrame(labels, columns=au_names("bp4d"), dtype="int64")

@@ -33,7 +33,7 @@ def _read_au_file(path: Path) -> dict[int, int]:
             raise ManifestError(f"{where(path, line)}: expected 'frame,intensity', got {len(cells)} cell(s); fix that line")
         frame = parse_frame(cells[0], path, line)
         note_frame(first_line, frame, path, line)
-        occurrence[frame] = int(parse_int(cells[1], path, line, "intensity", INTENSITIES) >= POSITIVE_FROM)
+        occurrence[frame] = int(parse_int(cells[1], path=path, line=line, what="intensity", allowed=INTENSITIES) >= POSITIVE_FROM)
     return occurrence
 
 

@@ -155,7 +155,7 @@ def fit_on_features(
     generator = torch.Generator().manual_seed(cfg.seed)
     views = view_names(cfg.features.random_crops)
     fit_rows = np.union1d(data.split.train, data.split.val)
-    train_store = for_training(features, fit_rows, views, device, cfg.features)
+    train_store = for_training(features, fit_rows, names=views, device=device, cfg=cfg.features)
 
     def scores_from(store: FeatureStore) -> Scores:
         return lambda rows: evaluate_features(store, rows, labels=data.labels, logits_fn=logits, device=device)

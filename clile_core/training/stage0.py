@@ -23,7 +23,7 @@ from clile_core.training.loop import EpochCallback, Evaluation, autocast, fit, m
 
 
 def _eval_loader(data: FoldData, rows: np.ndarray, cfg: RunConfig, device: torch.device) -> DataLoader:
-    dataset = FrameDataset(data.manifest, data.images_root, rows, data.labels, eval_transform(cfg.data))
+    dataset = FrameDataset(data.manifest, data.images_root, rows, labels=data.labels, transform=eval_transform(cfg.data))
     return DataLoader(dataset, batch_size=max(64, cfg.stage0.batch_size), **loader_options(cfg.data.num_workers, device))
 
 
@@ -49,7 +49,8 @@ def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochC
     run = StageRun("stage0", cfg, data, device, callback)
     model = Stage0Model(create_backbone(cfg.model.backbone, cfg.model.weights), len(data.au_names)).to(device)
     model = prepare_image_model(model, device)
-    train_set = FrameDataset(data.manifest, data.images_root, data.split.train, data.labels, train_transform(cfg.data))
+    train_set = FrameDataset(data.manifest, data.images_root, data.split.train, labels=data.labels,
+                             transform=train_transform(cfg.data))
     loader = DataLoader(
         train_set, batch_size=cfg.stage0.batch_size, shuffle=True, **loader_options(cfg.data.num_workers, device),
         drop_last=len(train_set) > cfg.stage0.batch_size, generator=torch.Generator().manual_seed(cfg.seed),

@@ -26,7 +26,7 @@ MARKER = ".clile-synthetic"  # written first by the generator: the folder is its
 LOCK = ".lock"
 
 
-def _params(subjects: int, frames_per_subject: int, size: int, au_set: str, seed: int, sessions: int) -> dict:
+def _params(*, subjects: int, frames_per_subject: int, size: int, au_set: str, seed: int, sessions: int) -> dict:
     if subjects < 3:
         raise ValueError(f"subjects must be at least 3 (the 3-fold protocol), got {subjects}")
     if frames_per_subject < 1:
@@ -45,7 +45,7 @@ def _session_lengths(frames: int, sessions: int) -> list[int]:
     return [frames // sessions + (1 if k < frames % sessions else 0) for k in range(sessions)]
 
 
-def _render_subject(index: int, seq: np.random.SeedSequence, p: dict, images: Path, progress: tqdm) -> list[dict]:
+def _render_subject(index: int, seq: np.random.SeedSequence, *, p: dict, images: Path, progress: tqdm) -> list[dict]:
     params_rng, label_rng, jitter_rng = (np.random.default_rng(s) for s in seq.spawn(3))
     subject = make_subject(params_rng)  # its own stream: a subject looks the same whatever the frame count
     name, aus = f"S{index + 1:03d}", au_names(p["au_set"])
@@ -67,7 +67,8 @@ def _render_subject(index: int, seq: np.random.SeedSequence, p: dict, images: Pa
 def generate(out_dir: str | Path, *, subjects: int = 18, frames_per_subject: int = 80, size: int = 112,
              au_set: str = "bp4d", seed: int = 0, sessions: int = 2) -> Path:
     """Render the dataset into out_dir (images/, manifest.csv, then params.json); returns the manifest."""
-    p = _params(subjects, frames_per_subject, size, au_set, seed, sessions)
+    p = _params(subjects=subjects, frames_per_subject=frames_per_subject, size=size, au_set=au_set, seed=seed,
+                sessions=sessions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).touch()  # before anything is deleted: a crashed generation stays ours to redo
@@ -77,7 +78,7 @@ def generate(out_dir: str | Path, *, subjects: int = 18, frames_per_subject: int
     with atomic_dir(out / "images") as images, \
             tqdm(total=subjects * frames_per_subject, desc="synthetic", unit="img", dynamic_ncols=True) as progress:
         for i, seq in enumerate(np.random.SeedSequence(seed).spawn(subjects)):
-            rows += _render_subject(i, seq, p, images, progress)
+            rows += _render_subject(i, seq, p=p, images=images, progress=progress)
     manifest = out / "manifest.csv"
     write_manifest(pd.DataFrame(rows), manifest)
     write_text(out / "params.json", json.dumps(p, indent=2, sort_keys=True) + "\n")
@@ -107,7 +108,8 @@ def ensure_dataset(out_dir: str | Path, *, subjects: int = 18, frames_per_subjec
     """The manifest of the dataset in out_dir, generating it unless a complete one with these params is there.
     A non-empty folder the generator did not write is refused unless ``force``."""
     out = Path(out_dir)
-    p = _params(subjects, frames_per_subject, size, au_set, seed, sessions)
+    p = _params(subjects=subjects, frames_per_subject=frames_per_subject, size=size, au_set=au_set, seed=seed,
+                sessions=sessions)
     if not force:
         _check_ours(out)  # before the lock file is created in it
     out.mkdir(parents=True, exist_ok=True)
