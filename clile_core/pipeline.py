@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clile_core.config import RunConfig
 from clile_core.data.fold_data import FoldData, load_fold_data
-from clile_core.stages import fold_stages, get_stage
+from clile_core.stages import fold_stages, get_stage, run_stage
 from clile_core.training.common import StageResult
 from clile_core.training.loop import EpochCallback
 from clile_core.variants import Variant
@@ -33,5 +33,6 @@ def run_fold(cfg: RunConfig, variant: Variant, fold: int, run_dir: Path, *,
     results: dict[str, StageResult] = {}
     for stage in fold_stages(variant):
         upstream = {name: run_dir / name for name in stage.upstream_in(results)}
-        results[stage.name] = stage.run(cfg, data, upstream, run_dir / stage.name, callback)
+        results[stage.name] = run_stage(stage, cfg=cfg, data=data, upstream=upstream, out_dir=run_dir / stage.name,
+                                        callback=callback)
     return FoldRun(data, results)

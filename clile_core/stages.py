@@ -90,6 +90,18 @@ def get_stage(name: str) -> Stage:
     return STAGES[name]
 
 
+def run_stage(stage: Stage, *, cfg: RunConfig, data: FoldData, upstream: dict[str, Path], out_dir: Path,
+              callback: EpochCallback | None) -> StageResult:
+    """``stage.run``, holding it to its ``provides``: downstream stages and serving read those files, so a
+    stage that finished without one fails here, naming it, instead of in whatever reads it later."""
+    result = stage.run(cfg, data, upstream, out_dir, callback)
+    missing = [name for name in stage.provides if not (Path(out_dir) / name).exists()]
+    if missing:
+        raise RuntimeError(f"stage {stage.name} finished without writing {missing}, which it declares in `provides`; "
+                           "write them in its run() or drop them from `provides`")
+    return result
+
+
 def stage_order(name: str) -> int:
     """Position in ``STAGES``: sorting by it puts upstream units before downstream ones."""
     return list(STAGES).index(name)

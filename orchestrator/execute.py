@@ -15,7 +15,7 @@ import torch
 from clile_core.atomic import write_text
 from clile_core.data.fold_data import load_fold_data
 from clile_core.names import MODEL_JSON, TRAIN_SECONDS, UNIT_RECORD
-from clile_core.stages import get_stage
+from clile_core.stages import get_stage, run_stage
 from orchestrator.store import ArtifactStore
 from orchestrator.units import Unit
 
@@ -68,7 +68,7 @@ def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
             for key in get_stage(name).cache_keys(cfg, data, path):
                 store.fetch_features(key)
     with store.workspace(unit) as workdir:
-        result = stage.run(cfg, data, upstream, workdir, on_epoch)
+        result = run_stage(stage, cfg=cfg, data=data, upstream=upstream, out_dir=workdir, callback=on_epoch)
         for key in stage.build_caches(cfg, data, workdir):
             store.publish_features(key)
         record = {
@@ -78,7 +78,7 @@ def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
         }
         # Drawn here, in the trial, while other units train: the figures are part of the unit, reused with it.
         unit_figures(workdir, history=result.history, au_names=data.au_names, threshold=cfg.threshold, title=unit.name())
-        if (workdir / MODEL_JSON).exists():  # a unit that predicts AUs (stage 0, stage II) can be served
+        if MODEL_JSON in stage.provides:  # a stage that saves a predicting model (stage 0, stage II) can be served
             save_unit_model(workdir, data.images_root / data.manifest["image"].iloc[0])
         record["unit_seconds"] = time.time() - begun  # all the trial's work: data, training, figures, model
         write_text(workdir / UNIT_RECORD, json.dumps(record, indent=1))

@@ -123,6 +123,13 @@ def test_a_registered_stage_runs_in_the_pipeline_after_its_upstream(toy, tmp_pat
     assert fold_run.final.stage == "toy" and fold_run.final.metrics["test_f1_avg"] == 42.0
 
 
+def test_a_stage_that_does_not_write_what_it_provides_fails_naming_the_file(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(ToyStage, "provides", ("toy.json", "toy-model.pt"))
+    cfg = load_run_config("synthetic", None, [*TINY, f"features.cache_dir={tmp_path / 'features'}"])
+    with pytest.raises(RuntimeError, match=r"stage toy finished without writing \['toy-model.pt'\]"):
+        run_fold(cfg, get_variant("A0"), 1, tmp_path / "run", callback=lambda stage, epoch, m: None)
+
+
 def test_a_registered_stage_gets_units_keys_names_and_resources(toy):
     base = RunConfig()
     plan = Plan("test")
