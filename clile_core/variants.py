@@ -18,12 +18,15 @@ VARIANTS_FILE = SEARCH_SPACES / "variants.yaml"
 
 @dataclass(frozen=True, config=CHECKED)
 class Variant:
+    """One row of Table 3. A switch with a ``title`` is one of the table's columns (``switch_columns``), so a
+    new switch (a new loss term, a new stage) shows up there by being declared here."""
+
     name: Str
-    stage1: Bool  # train stage I (F_enc^ID + ILEs)
-    id_loss: Bool  # L_ID in stage I
-    orth: Bool  # L_Orth in stage II
-    contra: Bool  # L_Contra in stage II
-    stage2: Bool = True  # False: stage 0 alone (A0)
+    stage1: Annotated[Bool, Field(title="stage I")]  # train stage I (F_enc^ID + ILEs)
+    id_loss: Annotated[Bool, Field(title="L_ID")]  # L_ID in stage I
+    orth: Annotated[Bool, Field(title="L_Orth")]  # L_Orth in stage II
+    contra: Annotated[Bool, Field(title="L_Contra")]  # L_Contra in stage II
+    stage2: Bool = True  # False: stage 0 alone (A0); A0's own row says so, no column
 
     @model_validator(mode="after")
     def _trains_what_it_uses(self) -> Variant:
@@ -60,6 +63,11 @@ class VariantTable:
             return rows
         return {key: {**switches, "name": str(key)} if isinstance(switches, dict) else switches
                 for key, switches in rows.items()}
+
+
+def switch_columns() -> dict[str, str]:
+    """Table 3's switch columns, in declaration order: each titled ``Variant`` switch -> its heading."""
+    return {name: info.title for name, info in Variant.__pydantic_fields__.items() if info.title}
 
 
 def load_variants(path: str | Path = VARIANTS_FILE) -> dict[str, Variant]:

@@ -12,7 +12,7 @@ from scipy import stats
 
 from clile_core.names import (ID_PROBE_ACC, ID_PROBE_CHANCE, ILE_SILHOUETTE_AU, ILE_SILHOUETTE_SUBJECT, SEEN_F1_AVG,
                               TEST_F1_AVG)
-from clile_core.variants import Variant
+from clile_core.variants import Variant, switch_columns
 from reports.published import Comparison
 
 MISSING = "—"
@@ -174,12 +174,12 @@ def ablation_table(summary: Summary, *, variants: dict[str, Variant], total_fold
                    dataset: str, differences: pd.DataFrame, baseline: str) -> Table:
     """Table 3: each variant's switches and average F1 (mean ± std over folds × seeds) beside the paper's,
     and its paired difference to ``baseline`` (A0) with a 95 % interval."""
-    header = ["variant", "stage I", "L_ID", "L_Orth", "L_Contra", "avg F1 (mean ± std)", "folds", "paper",
-              f"Δ vs {baseline} [95% CI]"]
+    columns = switch_columns()
+    header = ["variant", *columns.values(), "avg F1 (mean ± std)", "folds", "paper", f"Δ vs {baseline} [95% CI]"]
     rows, records = [], []
     for row in summary.mean.index:
         variant = variants.get(row)
-        switches = {k: (getattr(variant, k) if variant else None) for k in ("stage1", "id_loss", "orth", "contra")}
+        switches = {k: (getattr(variant, k) if variant else None) for k in columns}
         marks = [MISSING if on is None else (YES if on else NO) for on in switches.values()]
         paper_avg = float(paper.get(row, np.nan))
         diff = differences.loc[row]
@@ -188,12 +188,12 @@ def ablation_table(summary: Summary, *, variants: dict[str, Variant], total_fold
         records.append({"variant": row, **switches, "avg": summary.mean.at[row, "avg"],
                         "avg_std": summary.std.at[row, "avg"], "folds": int(summary.folds.at[row]), "paper": paper_avg,
                         "diff": diff["diff"], "diff_low": diff["low"], "diff_high": diff["high"]})
-    data = pd.DataFrame(records, columns=["variant", "stage1", "id_loss", "orth", "contra", "avg", "avg_std", "folds", "paper",
-                                          "diff", "diff_low", "diff_high"])
+    data = pd.DataFrame(records, columns=["variant", *columns, "avg", "avg_std", "folds", "paper", "diff", "diff_low",
+                                          "diff_high"])
     notes = [_FOLD_NOTE, "Bold: best per column; underlined (italic in Markdown): second best. Paper: Table 3." + _paper_note(dataset),
              _difference_note(differences, baseline)]
     return Table("ablation", "Ablation (Table 3): average F1", header, rows, data,
-                 _rank_columns(data, {"avg": 5, "paper": 7}), notes)
+                 _rank_columns(data, {"avg": header.index("avg F1 (mean ± std)"), "paper": header.index("paper")}), notes)
 
 
 def backbones_table(summary: Summary, *, total_folds: int, paper: pd.Series, dataset: str,

@@ -18,6 +18,8 @@ from mlflow import MlflowClient
 from reports import collect, figures, published
 from reports.build import build, main as build_main
 from reports.formats import to_csv, to_html, to_latex, to_markdown
+from clile_core.variants import switch_columns
+from reports import tables
 from reports.tables import BEST, MISSING, SECOND, paired_differences, rank
 
 AUS = ["AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24"]
@@ -101,6 +103,20 @@ def test_ablation_table_exact_numbers_and_missing_cells(report):
     data = table.data.set_index("variant")
     assert math.isnan(data.at["A1", "avg"]) and data.at["A1", "folds"] == 0
     assert data.at["A0", "avg_std"] == pytest.approx(2.0)
+
+
+def test_the_switch_columns_are_the_titled_variant_switches(store, tmp_path, monkeypatch):
+    assert switch_columns() == {"stage1": "stage I", "id_loss": "L_ID", "orth": "L_Orth", "contra": "L_Contra"}
+    # a switch declared with a title (here stage2, as a new loss's flag would be) becomes a column, with no
+    # edit to the tables: its marks sit before the F1 columns, whose ranking follows them
+    monkeypatch.setattr(tables, "switch_columns", lambda: {**switch_columns(), "stage2": "stage II"})
+    client, exp, parent = store
+    table = build(client, exp, parent_id=parent, out_dir=tmp_path).tables["ablation"]
+    assert table.header[1:7] == ["stage I", "L_ID", "L_Orth", "L_Contra", "stage II", "avg F1 (mean ± std)"]
+    assert _row(table, "A0")[1:7] == ["–", "–", "–", "–", "–", "42.0 ± 2.0"]
+    assert _row(table, "CL-ILE")[1:6] == ["✓", "✓", "✓", "✓", "✓"]
+    assert list(table.data.columns[1:6]) == ["stage1", "id_loss", "orth", "contra", "stage2"]
+    assert table.ranks[([r[0] for r in table.rows].index("CL-ILE"), 6)] == BEST  # the best average, shifted column
 
 
 def test_paired_differences_hand_values():
