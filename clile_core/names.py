@@ -68,6 +68,13 @@ def f1_metric(split: str, column: str) -> str:
     return f"{split}_f1_{column}"
 
 
+def train_metric(term: str) -> str:
+    """A loss term's mean over an epoch's steps, e.g. ``train_loss`` (the weighted sum), ``train_contra``; every
+    term a stage's ``loss_terms`` returns is logged and drawn under this name, with no list to extend."""
+    return f"train_{term}"
+
+
+TRAIN_LOSS = train_metric("loss")
 TEST_F1_AVG = f1_metric(TEST, AVG)
 SEEN_F1_AVG = f1_metric(SEEN, AVG)
 VAL_F1_AVG = f1_metric(VAL, AVG)

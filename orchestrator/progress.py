@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from clile_core.names import VAL_F1_AVG
+from clile_core.names import TRAIN_LOSS, VAL_F1_AVG
 from clile_core.stages import get_stage
 from orchestrator.units import Unit
 
@@ -111,7 +111,7 @@ class Progress:
         state = self.states[key]
         if "epoch" in result:
             state.epoch = int(result["epoch"])
-            state.loss = float(result.get("train_loss", math.nan))
+            state.loss = float(result.get(TRAIN_LOSS, math.nan))
             state.val_f1 = float(result.get(VAL_F1_AVG, math.nan))
 
     def end(self, key: str, ok: bool) -> None:

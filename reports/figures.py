@@ -17,11 +17,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from clile_core.diagnostics import ile_silhouettes  # noqa: E402
 from clile_core.names import (AU_CORRELATION_FIGURE, CURVES_FIGURE, FIGURE_FORMATS, IDENTITY_FIGURE,  # noqa: E402
                               ILE_SILHOUETTE_AU, ILE_SILHOUETTE_SUBJECT, PREDICTIONS_FILE, STAGE1_FILE, UNIT_FIGURES,
-                              VAL, VAL_F1_AVG, WEIGHTS, f1_metric)
+                              TRAIN_LOSS, VAL, VAL_F1_AVG, WEIGHTS, f1_metric, train_metric)
 from reports.tables import Summary  # noqa: E402
-
-LOSS_TERMS = ("train_loss", "train_bce", "train_id", "train_orth", "train_contra")
-
 
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,10 +109,12 @@ def au_correlations(labels: np.ndarray, probs: np.ndarray, au_names: list[str], 
 def training_curves(history: dict[str, list[tuple[int, float]]], title: str) -> Figure:
     """Per-epoch loss terms (left) and validation F1 (right) of one unit; ``history``: metric -> (epoch, value)."""
     fig, (losses, f1) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    for term in LOSS_TERMS:
-        if history.get(term):
-            epochs, values = zip(*sorted(history[term]))
-            losses.plot(epochs, values, marker="o", ms=3, label=term.removeprefix("train_"), lw=2 if term == "train_loss" else 1)
+    terms = sorted((name for name in history if name.startswith(train_metric("")) and history[name]),
+                   key=lambda name: name != TRAIN_LOSS)  # the weighted sum first, then the terms as logged
+    for term in terms:
+        epochs, values = zip(*sorted(history[term]))
+        losses.plot(epochs, values, marker="o", ms=3, label=term.removeprefix(train_metric("")),
+                    lw=2 if term == TRAIN_LOSS else 1)
     losses.set_title("training loss terms")
     losses.set_xlabel("epoch")
     for name, points in sorted(history.items()):
@@ -180,7 +179,7 @@ def _series(history: list[dict[str, float]]) -> dict[str, list[tuple[int, float]
     series: dict[str, list[tuple[int, float]]] = {}
     for row in history:
         for key, value in row.items():
-            if key in (*LOSS_TERMS, VAL_F1_AVG) or key.startswith(f1_metric(VAL, "AU")):
+            if key == VAL_F1_AVG or key.startswith((train_metric(""), f1_metric(VAL, "AU"))):
                 series.setdefault(key, []).append((int(row["epoch"]), float(value)))
     return series
 

@@ -262,6 +262,9 @@ def test_unit_draws_its_figures_from_its_folder(tmp_path):
     assert all(p.parent == stage1 / "figures" and p.stat().st_size > 1000 for p in paths)
     curves = figures.training_curves(figures._series(history), "t")
     assert [len(line.get_xdata()) for line in curves.axes[0].lines] == [2, 2]  # loss and bce over two epochs
+    # a loss term added later (any train_<term> a stage logs) is drawn without a list to extend; loss first
+    added = figures.training_curves(figures._series([{**row, "train_new": 0.5} for row in history]), "t")
+    assert [line.get_label() for line in added.axes[0].lines] == ["loss", "bce", "new"]
 
 
 def test_identity_figure_panels_and_cohesion():

@@ -21,6 +21,7 @@ from torch import nn
 from clile_core.config import StageConfig
 from clile_core.log import get_logger
 from clile_core.metrics import f1_per_au, f1_table
+from clile_core.names import TRAIN_LOSS, train_metric
 
 
 class EpochCallback(Protocol):
@@ -72,7 +73,7 @@ def epoch_means(sums: dict[str, torch.Tensor], steps: int, stage: str, epoch: in
                 f"{stage}: loss term {name} became {total} at epoch {epoch} (summed over its {steps} steps; "
                 "checked once per epoch)"
             )
-    return {f"train_{name}": total / max(steps, 1) for name, total in zip(sums, totals)}
+    return {train_metric(name): total / max(steps, 1) for name, total in zip(sums, totals)}
 
 
 def compile_submodules(model: nn.Module) -> None:
@@ -150,7 +151,7 @@ def fit(
         metrics = epoch_means(sums, steps, stage, epoch)
         model.eval()
         per_au, val_avg = validate().f1(threshold)
-        scheduler.step(metrics["train_loss"] if keep_last else val_avg)
+        scheduler.step(metrics[TRAIN_LOSS] if keep_last else val_avg)
         metrics.update(f1_table(per_au, au_names, prefix="val_"))
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["epoch_seconds"] = time.time() - start
@@ -161,7 +162,7 @@ def fit(
             result.best_val_f1, result.best_epoch = val_avg, epoch
             best_state = copy.deepcopy(model.state_dict())
         get_logger(stage).info(
-            f"epoch {epoch}/{cfg.epochs} loss {metrics.get('train_loss', float('nan')):.4f} "
+            f"epoch {epoch}/{cfg.epochs} loss {metrics.get(TRAIN_LOSS, float('nan')):.4f} "
             f"val F1 {100 * val_avg:.1f} (best {100 * result.best_val_f1:.1f} @ {result.best_epoch}) "
             f"{metrics['epoch_seconds']:.1f}s"
         )
