@@ -24,7 +24,9 @@ def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.{ext}" for ext in FIGURE_FORMATS]
     for path in paths:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        # no bbox_inches="tight": every figure is laid out "constrained" with its legends inside the axes, and
+        # the tight box would draw the figure a second time per format (a unit draws its figures in its trial)
+        fig.savefig(path, dpi=120)
     plt.close(fig)
     return paths
 
