@@ -61,6 +61,9 @@ class VariantTable:
         # the YAML key is the variant's name; what is not a mapping is left for the validation to refuse
         if not isinstance(rows, dict):
             return rows
+        named = [str(key) for key, switches in rows.items() if isinstance(switches, dict) and "name" in switches]
+        if named:  # it would be silently replaced by the key
+            raise ValueError(f"variant(s) {named} set name:, but a variant is named by its key; remove the name: key")
         return {key: {**switches, "name": str(key)} if isinstance(switches, dict) else switches
                 for key, switches in rows.items()}
 

@@ -90,7 +90,9 @@ def test_variant_apply_sets_switches():
       "variants.X.orth=true need stage I's model, but variants.X.stage1=false"),
      ("variants: {X: {stage1: true, id_loss: true, orth: true, contra: true, colour: red}}", "unknown key"),
      ("variants: {X: {stage1: yes please, id_loss: true, orth: true, contra: true}}", "true or false"),
-     ("variants: {X: {stage1: true}}", "missing key"), ("stages: []", "top-level key")],
+     ("variants: {X: {stage1: true}}", "missing key"), ("stages: []", "top-level key"),
+     ("variants: {X: {name: Y, stage1: true, id_loss: true, orth: true, contra: true}}",
+      "variant(s) ['X'] set name:, but a variant is named by its key; remove the name: key")],
 )
 def test_bad_variant_files_refused(tmp_path, body, fragment):
     path = tmp_path / "variants.yaml"
