@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader
 
 from clile_core.atomic import atomic_dir
@@ -29,8 +31,6 @@ from clile_core.hardware import gpu_budget_bytes, images_to, loader_options, pre
 from clile_core.log import get_logger
 from clile_core.models.backbones import Backbone
 from clile_core.names import FEATURES_MARKER
-
-import numpy as np
 
 log = get_logger("features")
 
@@ -204,9 +204,20 @@ def load_or_compute(backbone: Backbone, backbone_ckpt: Path, *, data: FoldData, 
     key = cache_key(file_hash(backbone_ckpt), data.manifest_hash, cfg)
     path = Path(cfg.features.cache_dir) / key
     cached = _load(path, key)
-    if cached is not None:
-        log.info("cache hit %s", path)
-        return cached
+    if cached is None:
+        # Several units of a fold may miss together (their stage 0 was trained by a command that read no features):
+        # one computes, the others wait here and load its result instead of computing it again.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(path.parent / f".{key}.lock"):
+            cached = _load(path, key)
+            if cached is None:
+                return _compute_views(backbone, key=key, path=path, data=data, cfg=cfg, device=device)
+    log.info("cache hit %s", path)
+    return cached
+
+
+def _compute_views(backbone: Backbone, *, key: str, path: Path, data: FoldData, cfg: RunConfig,
+                   device: torch.device) -> FeatureStore:
     backbone = prepare_image_model(backbone.to(device).eval(), device)
     names = view_names(cfg.features.random_crops)
     need = estimated_bytes(backbone, frames=len(data.manifest), views=len(names), cfg=cfg, device=device)

@@ -69,7 +69,9 @@ def _train(store: ArtifactStore, unit: Unit, report: Report) -> dict[str, Any]:
                 store.fetch_features(key)
     with store.workspace(unit) as workdir:
         result = run_stage(stage, cfg=cfg, data=data, upstream=upstream, out_dir=workdir, callback=on_epoch)
-        for key in stage.build_caches(cfg, data, workdir):
+        # Only when this command trains something on top of the unit (A0 and the backbones table do not): a
+        # later command that reuses it builds the cache in its first unit that reads it.
+        for key in stage.build_caches(cfg, data, workdir) if unit.downstream else []:
             store.publish_features(key)
         record = {
             "key": unit.key, "stage": unit.stage, "fold": unit.fold, "metrics": result.metrics,

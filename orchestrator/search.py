@@ -118,6 +118,11 @@ def build_plan(ctx: Context) -> Plan:
     for fold in ctx.args.folds:
         for seed in ctx.seeds:
             add_variant_fold(plan, ctx.cfg, get_variant(SHARED_VARIANT), fold, ctx.manifest_hash, seed=seed)
+            # the trials train the rest of CL-ILE on these units (e.g. from stage 0's feature cache)
+            fold_plan = _fold_units(ctx.cfg, fold, seed=seed, manifest_hash=ctx.manifest_hash)
+            for unit in fold_plan.units.values():
+                if unit.key in plan.units:
+                    plan.units[unit.key].downstream = unit.downstream
     return plan
 
 

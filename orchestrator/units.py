@@ -39,6 +39,8 @@ class Unit:
     key: str = ""
     variants: list[str] = field(default_factory=list)  # variants that use this unit
     final_for: list[str] = field(default_factory=list)  # table rows whose cell this unit answers
+    # stages this command trains on top of it; none: its feature cache would never be read, so it is not built
+    downstream: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -63,9 +65,14 @@ class Unit:
         label = "+".join(self.variants) if self.variants else self.backbone
         return f"{label} · fold {self.fold} · seed {self.seed} · {self.backbone} · {get_stage(self.stage).label}"
 
+    def mark_read_by(self, stage: str) -> None:
+        if stage not in self.downstream:
+            self.downstream.append(stage)
+
     def to_json(self) -> dict[str, Any]:
         return {"stage": self.stage, "fold": self.fold, "config": self.config, "upstream": self.upstream,
-                "manifest_hash": self.manifest_hash, "key": self.key, "variants": self.variants, "final_for": self.final_for}
+                "manifest_hash": self.manifest_hash, "key": self.key, "variants": self.variants, "final_for": self.final_for,
+                "downstream": self.downstream}
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> "Unit":
@@ -110,6 +117,8 @@ def add_variant_fold(plan: Plan, cfg: RunConfig, variant: Variant, fold: int, ma
     for stage in fold_stages(variant):
         upstream = {name: added[name].key for name in stage.upstream_in(added)}
         added[stage.name] = plan.add(Unit(stage.name, fold, as_dict, upstream, manifest_hash), variant.name)
+        for name in upstream:
+            added[name].mark_read_by(stage.name)
     final = added[final_stage(variant).name]
     plan.mark_final(row or variant.name, fold, final)
     return final

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from clile_core import features as features_module
 from clile_core import predict as predict_cli
 from clile_core import run as run_cli
 from clile_core.config import load_run_config
@@ -95,6 +99,31 @@ def test_feature_cache_key_changes_with_the_backbone_checkpoint(trained, tmp_pat
     torch.save(backbone.state_dict(), other)
     fresh = load_or_compute(backbone, other, data=fold_run.data, cfg=cfg, device=torch.device("cpu"))
     assert fresh.key != features_of(trained).key and not fresh.hit
+
+
+def test_units_missing_the_cache_together_compute_it_once(trained, tmp_path, monkeypatch):
+    """Two units of a fold whose stage 0 built no cache: one computes (slowly here), the other waits and loads."""
+    cfg, out, fold_run, _ = trained
+    cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, cache_dir=str(tmp_path / "cache")))
+    calls, compute = [], features_module._compute
+
+    def slow_compute(*args, **kwargs):
+        calls.append(kwargs["view"])
+        time.sleep(0.5)  # long enough for the other thread to arrive while this one computes
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(features_module, "_compute", slow_compute)
+    results = []
+    load = lambda: results.append(load_or_compute(create_backbone(cfg.model.backbone), out / "stage0" / "backbone.pt",
+                                                  data=fold_run.data, cfg=cfg, device=torch.device("cpu")))
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert calls == ["centre", "flip"]  # every view once, by one of them
+    assert sorted(r.hit for r in results) == [False, True] and results[0].key == results[1].key
+    torch.testing.assert_close(results[0].views["flip"], results[1].views["flip"])
 
 
 def test_predict_matches_the_trained_model_on_a_test_image(trained, capsys):

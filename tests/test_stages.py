@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from clile_core.config import RunConfig, load_run_config, to_dict
-from clile_core.names import BACKBONE_FILE
+from clile_core.data.fold_data import load_fold_data
+from clile_core.names import BACKBONE_FILE, FEATURES_MARKER
 from clile_core.pipeline import run_fold
 from clile_core.stages import STAGES, Stage, final_stage, fold_stages, get_stage, register_stage, stage_order
 from clile_core.training.common import StageResult
@@ -161,3 +162,49 @@ def test_a_stage_whose_required_upstream_is_off_is_refused(toy, monkeypatch):
     monkeypatch.setattr(ToyStage, "optional", ())
     with pytest.raises(ValueError, match=r"variant A0: stage toy needs \['stage1'\], which the variant does not train"):
         fold_stages(Variant("A0", stage1=False, id_loss=False, orth=False, contra=False, stage2=False))
+
+
+def test_units_know_which_stages_of_the_command_read_them():
+    plan = Plan("ablate")
+    add_variant_fold(plan, RunConfig(), get_variant("A0"), 1, "manifest", seed=0)
+    (stage0,) = plan.units.values()
+    assert stage0.downstream == []  # A0 alone: nothing reads its features
+    add_variant_fold(plan, RunConfig(), get_variant("CL-ILE"), 1, "manifest", seed=0)
+    units = {u.stage: u for u in plan.ordered()}
+    assert units["stage0"] is stage0 and stage0.downstream == ["stage1", "stage2"]
+    assert (units["stage1"].downstream, units["stage2"].downstream) == (["stage2"], [])
+    assert Unit.from_json(stage0.to_json()).downstream == ["stage1", "stage2"]  # the trial reads it from the spec
+
+
+def test_search_marks_its_shared_stage0_units_as_read_by_its_trials():
+    from types import SimpleNamespace
+
+    from orchestrator.search import SEARCH_FILE, build_plan
+
+    ctx = SimpleNamespace(args=SimpleNamespace(space_file=str(SEARCH_FILE), folds=[1, 2]), seeds=[0], cfg=RunConfig(),
+                          manifest_hash="manifest")
+    plan = build_plan(ctx)
+    assert [(u.stage, u.downstream) for u in plan.ordered()] == [("stage0", ["stage1", "stage2"])] * 2
+
+
+def test_a_stage0_unit_builds_the_feature_cache_only_when_the_command_reads_it(tmp_path):
+    from clile_core.data.fold_data import data_hash, resolve_manifest
+    from clile_core.data.manifest import read_manifest
+    from orchestrator.execute import run_unit
+    from orchestrator.store import ArtifactStore
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    cfg = load_run_config("synthetic", None, TINY)
+    manifest_path, images = resolve_manifest(cfg.data)
+    digest = data_hash(read_manifest(manifest_path), images, store.features_dir)
+    cached = lambda: sorted(p.name for p in store.features_dir.iterdir() if (p / FEATURES_MARKER).exists())
+    alone = add_variant_fold(Plan("backbones"), cfg, get_variant("A0"), 1, digest, seed=0)
+    run_unit(store, alone, lambda metrics: None)
+    assert store.is_complete(alone.key) and cached() == []  # A0's table reads no features
+    read = dataclasses.replace(cfg, stage0=dataclasses.replace(cfg.stage0, lr=cfg.stage0.lr / 2))  # another unit
+    plan = Plan("ablate")
+    add_variant_fold(plan, read, get_variant("CL-ILE"), 1, digest, seed=0)
+    stage0 = plan.ordered()[0]
+    run_unit(store, stage0, lambda metrics: None)
+    assert cached() == get_stage("stage0").cache_keys(read, load_fold_data(read.data, 1, str(store.features_dir)),
+                                                      store.unit_dir(stage0.key))
