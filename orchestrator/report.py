@@ -40,14 +40,18 @@ def register_best(tracker: SweepTracker, report: Report, name: str) -> str:
     model_id = _logged_model(tracker, cell["run_id"])
     if model_id is None:
         return f"--register {name}: row {row} fold {cell['fold']} (run {cell['run_id']}) has no logged model"
-    # Through the sweep's own client (its registry is its tracking store), not MLflow's global URI.
+    # Through the sweep's own client (its registry is its tracking store), never MLflow's global URI: the
+    # registry resolves a models:/<id> source through the global URI, so the version is given the logged
+    # model's location and run directly.
     try:
         tracker.client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)):
             raise
-    version = tracker.client.create_model_version(name, f"models:/{model_id}", model_id=model_id, tags={
-        "row": row, "fold": str(cell["fold"]), TEST_F1_AVG: f"{cell[AVG]:.2f}", "sweep_run": tracker.parent_id})
+    model = tracker.client.get_logged_model(model_id)
+    version = tracker.client.create_model_version(
+        name, model.artifact_location, run_id=model.source_run_id, model_id=model_id,
+        tags={"row": row, "fold": str(cell["fold"]), TEST_F1_AVG: f"{cell[AVG]:.2f}", "sweep_run": tracker.parent_id})
     return (f"registered model '{name}' version {version.version}: row {row}, fold {cell['fold']} "
             f"(test F1 {cell[AVG]:.1f}); serve it with: mlflow models serve -m models:/{name}/{version.version} "
             f"--env-manager local")

@@ -29,7 +29,10 @@ REGISTERED = "clile-au-test"
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("mlflow_views")
-    result = run(cwd, "ablate", "--folds", "1", "--variants", "A0", "CL-ILE", "--register", REGISTERED)
+    # MLflow's global URI (inherited through the environment) names another store: the command must record and
+    # register through its own, the default mlflow.db here
+    elsewhere = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path_factory.mktemp('elsewhere') / 'mlflow.db'}"}
+    result = run(cwd, "ablate", "--folds", "1", "--variants", "A0", "CL-ILE", "--register", REGISTERED, env=elsewhere)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"registered model '{REGISTERED}' version 1" in result.stderr
     assert [line for line in result.stderr.splitlines() if "not logged" in line] == []  # all named in clile_core.names
