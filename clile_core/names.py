@@ -68,10 +68,13 @@ def f1_metric(split: str, column: str) -> str:
     return f"{split}_f1_{column}"
 
 
+TRAIN_PREFIX = "train_"  # what every loss-term metric starts with (the curves and the per-epoch logging select by it)
+
+
 def train_metric(term: str) -> str:
     """A loss term's mean over an epoch's steps, e.g. ``train_loss`` (the weighted sum), ``train_contra``; every
     term a stage's ``loss_terms`` returns is logged and drawn under this name, with no list to extend."""
-    return f"train_{term}"
+    return f"{TRAIN_PREFIX}{term}"
 
 
 TRAIN_LOSS = train_metric("loss")

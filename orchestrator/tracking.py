@@ -24,13 +24,13 @@ from clile_core.data.manifest import read_manifest
 from clile_core.log import get_logger
 from clile_core.names import (BACKBONE_TAG, CODE_VERSION_TAG, COMMAND_TAG, DATASET_TAG, DRIVER_TAG, ERROR_TAG,
                               FINAL_FOR_TAG, FOLD_TAG, MLFLOW_MODEL, NOT_LOGGED, REUSED_FROM_TAG, SEED_TAG, STAGE_TAG,
-                              SWEEP_TAG, TRAIN_SECONDS, UNIT_ARTIFACTS, UNIT_FIGURES, UNIT_TAG, VARIANT_TAG,
-                              train_metric)
+                              SWEEP_TAG, TRAIN_PREFIX, TRAIN_SECONDS, UNIT_ARTIFACTS, UNIT_FIGURES, UNIT_TAG,
+                              VARIANT_TAG)
 from orchestrator.liveness import is_gone, process_identity
 from orchestrator.units import Unit
 
 # What a stage reports per epoch; Ray adds its own bookkeeping (pid, timestamp, …) that is not ours to log.
-EPOCH_METRIC_PREFIXES = (train_metric(""), "val_", "lr", "epoch_seconds")
+EPOCH_METRIC_PREFIXES = (TRAIN_PREFIX, "val_", "lr", "epoch_seconds")
 MLMODEL = "MLmodel"  # MLflow's own descriptor file: present once a model folder is complete
 
 log = get_logger("tracking")

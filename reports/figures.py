@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from clile_core.diagnostics import ile_silhouettes  # noqa: E402
 from clile_core.names import (AU_CORRELATION_FIGURE, CURVES_FIGURE, FIGURE_FORMATS, IDENTITY_FIGURE,  # noqa: E402
                               ILE_SILHOUETTE_AU, ILE_SILHOUETTE_SUBJECT, PREDICTIONS_FILE, STAGE1_FILE, UNIT_FIGURES,
-                              TRAIN_LOSS, VAL, VAL_F1_AVG, WEIGHTS, f1_metric, train_metric)
+                              TRAIN_LOSS, TRAIN_PREFIX, VAL, VAL_F1_AVG, WEIGHTS, f1_metric)
 from reports.tables import Summary  # noqa: E402
 
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -111,11 +111,11 @@ def au_correlations(labels: np.ndarray, probs: np.ndarray, au_names: list[str], 
 def training_curves(history: dict[str, list[tuple[int, float]]], title: str) -> Figure:
     """Per-epoch loss terms (left) and validation F1 (right) of one unit; ``history``: metric -> (epoch, value)."""
     fig, (losses, f1) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    terms = sorted((name for name in history if name.startswith(train_metric("")) and history[name]),
+    terms = sorted((name for name in history if name.startswith(TRAIN_PREFIX) and history[name]),
                    key=lambda name: name != TRAIN_LOSS)  # the weighted sum first, then the terms as logged
     for term in terms:
         epochs, values = zip(*sorted(history[term]))
-        losses.plot(epochs, values, marker="o", ms=3, label=term.removeprefix(train_metric("")),
+        losses.plot(epochs, values, marker="o", ms=3, label=term.removeprefix(TRAIN_PREFIX),
                     lw=2 if term == TRAIN_LOSS else 1)
     losses.set_title("training loss terms")
     losses.set_xlabel("epoch")
@@ -181,7 +181,7 @@ def _series(history: list[dict[str, float]]) -> dict[str, list[tuple[int, float]
     series: dict[str, list[tuple[int, float]]] = {}
     for row in history:
         for key, value in row.items():
-            if key == VAL_F1_AVG or key.startswith((train_metric(""), f1_metric(VAL, "AU"))):
+            if key == VAL_F1_AVG or key.startswith((TRAIN_PREFIX, f1_metric(VAL, "AU"))):
                 series.setdefault(key, []).append((int(row["epoch"]), float(value)))
     return series
 
