@@ -58,5 +58,7 @@ def images_to(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 def gpu_budget_bytes(device: torch.device, fraction: float) -> int:
     """``fraction`` of this process's GPU share (the per-process memory fraction the orchestrator set,
     1 in a standalone run), minus what the process has already allocated."""
+    if device.index is None:  # torch.device("cuda"), as device=cuda gives: the fraction query needs an index
+        device = torch.device("cuda", torch.cuda.current_device())
     share = torch.cuda.get_device_properties(device).total_memory * torch.cuda.get_per_process_memory_fraction(device)
     return int(share * fraction) - torch.cuda.memory_allocated(device)

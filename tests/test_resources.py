@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -64,6 +66,23 @@ def test_loader_workers_come_from_the_trials_cpus(monkeypatch):
     assert hardware.loader_options(2, cpu)["num_workers"] == 2 and hardware.loader_options(2, cpu)["persistent_workers"]
     monkeypatch.setattr(hardware, "trial_cpus", lambda: 1)
     assert hardware.loader_options("auto", cuda)["num_workers"] == 0
+
+
+def test_gpu_budget_reads_the_share_of_the_current_device_when_device_cuda_names_no_index(monkeypatch):
+    """device=cuda gives torch.device('cuda'), whose index is None; torch's fraction query refuses that (an
+    H100 run of stage I with features.resident=auto failed on it), so the budget asks for the current device."""
+    def fraction(device):
+        index = device if isinstance(device, int) else device.index
+        if index is None:
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+        return {0: 1.0, 1: 0.25}[index]
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", fraction)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 2**30)
+    assert hardware.gpu_budget_bytes(torch.device("cuda"), 0.5) == 80 * 2**30 * 0.25 * 0.5 - 2**30
+    assert hardware.gpu_budget_bytes(torch.device("cuda", 0), 0.5) == 80 * 2**30 * 0.5 - 2**30
 
 
 def test_num_workers_takes_auto_or_a_count():
