@@ -89,8 +89,9 @@ def contrastive_loss(f_g: torch.Tensor, au_emb: torch.Tensor, labels: torch.Tens
     positives = labels == 1
     n_pos = positives.sum(1)
     has_pos = n_pos > 0
-    if not has_pos.any():
-        return sims.sum() * 0.0  # keeps the graph so a batch without positives still backpropagates
     # where() rather than a product: uncoded entries hold -inf, and -inf * 0 would be NaN
     per_sample = -torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1) / n_pos.clamp(min=1)
-    return per_sample[has_pos].mean()
+    # A sum over the samples with positives divided by their count, not a boolean selection: selecting
+    # (or testing has_pos.any()) would make the host wait for the GPU at every step. A batch without
+    # positives gives 0 and still backpropagates.
+    return torch.where(has_pos, per_sample, torch.zeros_like(per_sample)).sum() / has_pos.sum().clamp(min=1)
