@@ -21,7 +21,7 @@ from PIL import Image
 
 from clile_core.config import load_run_config
 from clile_core.data.fold_data import FoldData, load_fold_data
-from clile_core.data.images import ViewTransform
+from clile_core.data.images import ViewTransform, normalize
 from clile_core.features import FeatureStore
 from clile_core.models.backbones import create_backbone, load_weights
 from clile_core.names import BACKBONE_FILE
@@ -53,7 +53,7 @@ class LiveFeatures(FeatureStore):
         for row, view in zip(rows.tolist(), views):
             with Image.open(self.data.images_root / self.data.manifest["image"].iloc[row]) as img:
                 images.append(self.transforms[view](img.convert("RGB"), row))
-        return self.backbone(torch.stack(images)).float()
+        return self.backbone(normalize(torch.stack(images))).float()
 
     def gather(self, rows, view: str = "centre") -> torch.Tensor:
         rows = torch.as_tensor(rows, dtype=torch.long)

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from clile_core.data.images import normalize
+
 PREFETCH_BATCHES = 4  # per worker: enough to cover a slow JPEG batch while the GPU runs the previous ones
 
 
@@ -48,11 +50,12 @@ def prepare_image_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def images_to(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch from a pinned DataLoader onto ``device`` without waiting for it, in the model's layout."""
+def images_to(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A uint8 batch from a pinned DataLoader onto ``device`` without waiting for it, in the model's layout,
+    normalised there (``clile_core.data.images.normalize``)."""
     if device.type == "cuda":
-        return images.to(device, non_blocking=True, memory_format=torch.channels_last)
-    return images.to(device)
+        return normalize(pixels.to(device, non_blocking=True, memory_format=torch.channels_last))
+    return normalize(pixels.to(device))
 
 
 def gpu_budget_bytes(device: torch.device, fraction: float) -> int:

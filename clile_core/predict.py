@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from clile_core.data.images import eval_transform, read_image
+from clile_core.data.images import eval_transform, normalize, read_image
 from clile_core.model_io import load_model
 from clile_core.log import get_logger
 
@@ -24,8 +24,8 @@ def predict(model_dir: str | Path, images: list[str | Path]) -> list[dict]:
     transform = eval_transform(model.data_cfg)
     records = []
     for path in images:
-        tensor = transform(read_image(path)).unsqueeze(0)
-        probs = torch.sigmoid(model.net(tensor))[0].tolist()
+        pixels = transform(read_image(path)).unsqueeze(0)
+        probs = torch.sigmoid(model.net(normalize(pixels)))[0].tolist()
         records.append({
             "image": str(path),
             "probabilities": dict(zip(model.au_names, probs)),

@@ -46,13 +46,15 @@ class AUModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from PIL import Image
 
+        from clile_core.data.images import normalize
+
         tensors = []
         for encoded in model_input[IMAGE_COLUMN]:
             raw = encoded if isinstance(encoded, bytes) else base64.b64decode(encoded)
             with Image.open(io.BytesIO(raw)) as img:
                 tensors.append(self.transform(img.convert("RGB")))
         with torch.no_grad():
-            probs = torch.sigmoid(self.model.net(torch.stack(tensors))).numpy()
+            probs = torch.sigmoid(self.model.net(normalize(torch.stack(tensors)))).numpy()
         return pd.DataFrame(probs, columns=self.model.au_names)
 
 

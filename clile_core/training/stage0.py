@@ -27,6 +27,16 @@ def _eval_loader(data: FoldData, rows: np.ndarray, cfg: RunConfig, device: torch
     return DataLoader(dataset, batch_size=max(64, cfg.stage0.batch_size), **loader_options(cfg.data.num_workers, device))
 
 
+def train_loader(data: FoldData, cfg: RunConfig, device: torch.device) -> DataLoader:
+    """Shuffled, augmented uint8 batches of the training rows (``bench/gpu_throughput.py`` times it alone too)."""
+    train_set = FrameDataset(data.manifest, data.images_root, data.split.train, labels=data.labels,
+                             transform=train_transform(cfg.data))
+    return DataLoader(
+        train_set, batch_size=cfg.stage0.batch_size, shuffle=True, **loader_options(cfg.data.num_workers, device),
+        drop_last=len(train_set) > cfg.stage0.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
 @torch.no_grad()
 def _map_images(loader: DataLoader, *, fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
                 bf16: bool) -> np.ndarray:
@@ -49,12 +59,7 @@ def train_stage0(cfg: RunConfig, data: FoldData, out_dir: Path, callback: EpochC
     run = StageRun("stage0", cfg, data, device, callback)
     model = Stage0Model(create_backbone(cfg.model.backbone, cfg.model.weights), len(data.au_names)).to(device)
     model = prepare_image_model(model, device)
-    train_set = FrameDataset(data.manifest, data.images_root, data.split.train, labels=data.labels,
-                             transform=train_transform(cfg.data))
-    loader = DataLoader(
-        train_set, batch_size=cfg.stage0.batch_size, shuffle=True, **loader_options(cfg.data.num_workers, device),
-        drop_last=len(train_set) > cfg.stage0.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
-    )
+    loader = train_loader(data, cfg, device)
     val_loader = _eval_loader(data, data.split.val, cfg, device)  # built once: its workers persist across epochs
     batch_loss = BatchLoss(cfg, data, device)
 
