@@ -14,11 +14,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from clile_core.config import FeatureConfig, RunConfig, StageConfig, load_run_config
+from clile_core.data.images import FrameDataset, eval_transform
 from clile_core.features import FeatureStore, ResidentFeatures, for_training
+from clile_core.hardware import images_to
 from clile_core.training.common import BatchLoss, StageRun, evaluate_features, feature_batches, fit_on_features
-from clile_core.training.loop import NonFiniteLossError, fit
+from clile_core.training.loop import NonFiniteLossError, autocast, fit
 from clile_core.variants import get_variant
 
 CPU = torch.device("cpu")
@@ -114,27 +117,53 @@ def test_epoch_loss_is_the_mean_of_the_steps():
     assert result.history[0]["train_bce"] == pytest.approx(3.0) and result.history[0]["train_loss"] == 0.0
 
 
+LONGER = ["stage1.epochs=8", "stage2.epochs=12"]  # the GPU test's stages I/II: seconds on a GPU
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_tiny_fold_on_cuda_bf16_agrees_with_fp32(tmp_path, capfd):
+    """One tiny CL-ILE fold trained on CUDA in bf16 and in fp32: both learn, and the fp32-trained model gives the
+    test frames the same F1 (within 2 points) under bf16 autocast as in fp32.
+
+    The two trainings are not compared with each other: they part ways within the first steps, and on an H100
+    the 4-epoch stages I/II of the CPU tests gave stage-II test F1 10 points apart (44.5 bf16, 34.1 fp32; stage 0
+    within 0.7), a difference of trajectories that says nothing about bf16's arithmetic. Stages I/II train
+    longer here (``LONGER``), so "learnt" is not decided at the edge: the all-positive baseline is 28.7, a second
+    H100 run's fp32 stage II peaked at 32.2 validation F1 after 4 epochs, and on CPU (fp32, seeds 1 and 2) 12
+    epochs gave 44.7 and 42.7 test F1."""
     from clile_core.metrics import f1_per_au
+    from clile_core.model_io import load_model
     from clile_core.pipeline import run_fold
     from test_pipeline import SMALL
 
-    f1 = {}
+    cuda = torch.device("cuda")
+    runs = {}
     for precision in ("bf16", "fp32"):
         on = "true" if precision == "bf16" else "false"
-        cfg = load_run_config("synthetic", None, [*SMALL, "device=cuda", f"features.cache_dir={tmp_path / precision}",
+        cfg = load_run_config("synthetic", None, [*SMALL, *LONGER, "device=cuda", f"features.cache_dir={tmp_path / precision}",
                                                   *(f"{s}.bf16={on}" for s in ("stage0", "stage1", "stage2"))])
-        run = run_fold(cfg, get_variant("CL-ILE"), 1, tmp_path / precision)
-        f1[precision] = {s: run.stages[s].metrics["test_f1_avg"] for s in ("stage0", "stage2")}
+        run = runs[precision] = run_fold(cfg, get_variant("CL-ILE"), 1, tmp_path / precision)
         labels = run.data.labels[run.data.split.test]
         baseline = 100 * f1_per_au(np.ones(labels.shape), labels)[1]
-        for stage, value in f1[precision].items():
+        for stage in ("stage0", "stage2"):
+            value = run.stages[stage].metrics["test_f1_avg"]
             assert value > baseline + 2.0, (precision, stage, value, baseline)  # learnt, not all-positive
     assert "resident on cuda" in capfd.readouterr().err  # stages I/II drew batches from device-resident tokens
-    for stage in ("stage0", "stage2"):
-        assert abs(f1["bf16"][stage] - f1["fp32"][stage]) <= 8.0, f1
+
+    run = runs["fp32"]
+    model = load_model(run.stages["stage2"].out_dir)
+    net, rows = model.net.to(cuda), run.data.split.test
+    frames = FrameDataset(run.data.manifest, run.data.images_root, rows, labels=run.data.labels,
+                          transform=eval_transform(model.data_cfg))
+    probs = {}
+    for bf16 in (True, False):
+        with torch.no_grad(), autocast(cuda, bf16):
+            batches = [torch.sigmoid(net(images_to(pixels, cuda)).float()) for pixels, _, _ in DataLoader(frames, batch_size=256)]
+        probs[bf16] = torch.cat(batches).cpu().numpy()
+    f1 = {bf16: 100 * f1_per_au(p, run.data.labels[rows], model.threshold)[1] for bf16, p in probs.items()}
+    assert abs(f1[True] - f1[False]) <= 2.0, f1
+    assert np.abs(probs[True] - probs[False]).mean() <= 0.02
 
 
 @pytest.mark.gpu
