@@ -203,10 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {size.images} 240-px JPEGs in {time.time() - start:.1f}s; {len(fold.split.train)} train stage 0 "
               f"at {size.input_size} px, batch {batch}", flush=True)
         backbones = args.backbones or size.backbones
+        loader = stage0_loader(run_config(size, backbones[0], device, tmp), fold, device)  # the same for every backbone
+        print(f"  stage 0 loader alone: {loader:8.1f} images/s (decode, augment, copy, normalise)", flush=True)
         for backbone in backbones:
-            if backbone == backbones[0]:  # the loader does not depend on the backbone
-                loader = stage0_loader(run_config(size, backbone, device, tmp), fold, device)
-                print(f"  stage 0 loader alone: {loader:8.1f} images/s (decode, augment, copy, normalise)", flush=True)
             cfg = run_config(size, backbone, device, tmp)
             pipeline = stage0_pipeline(cfg, fold, tmp / backbone)
             print(f"  stage 0, {backbone}: pipeline {pipeline:8.1f} images/s, peak {peak_gib(device)}", flush=True)
