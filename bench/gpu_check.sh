@@ -2,7 +2,7 @@
 # The GPU verification in one command: the device, the tests marked `gpu`, then bench/gpu_throughput.py at
 # full size (stage 0 pipeline vs ceiling for ResNet-18/50, the loader alone, feature extraction, stage II
 # resident vs streamed, eager and compiled, peak memory, ratios). 4 min 7 s on an H100 (2026-11-26: tests
-# 72 s, bench about 170 s). Run from anywhere on a machine with CUDA:
+# 72 s with the bf16 test's earlier 4-epoch stages I/II, bench about 170 s). Run from anywhere with CUDA:
 #
 #     bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
 #
