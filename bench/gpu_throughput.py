@@ -35,7 +35,7 @@ from PIL import Image
 from clile_core.config import RunConfig, load_run_config
 from clile_core.data.fold_data import FoldData
 from clile_core.data.folds import FoldSplit
-from clile_core.data.images import normalize, view_names
+from clile_core.data.images import view_names
 from clile_core.features import FeatureStore, _load
 from clile_core.hardware import images_to, loader_workers, prepare_image_model
 from clile_core.losses import selective_learning_weights, weighted_bce
@@ -125,7 +125,7 @@ def stage0_loader(cfg: RunConfig, fold: FoldData, device: torch.device) -> float
 
 def stage0_ceiling(cfg: RunConfig, steps: int, device: torch.device) -> float:
     """The same model, optimiser, autocast and loss as ``train_stage0``, fed one batch of pixels kept on the
-    device (normalised at every step, as the pipeline's are)."""
+    device in the model's layout (``images_to`` then only normalises it, at every step, as the pipeline's are)."""
     torch.manual_seed(cfg.seed)
     model = prepare_image_model(Stage0Model(create_backbone(cfg.model.backbone, "none"), AUS).to(device), device)
     shape = (cfg.stage0.batch_size, 3, cfg.data.input_size, cfg.data.input_size)
@@ -133,7 +133,7 @@ def stage0_ceiling(cfg: RunConfig, steps: int, device: torch.device) -> float:
     labels = (torch.rand(cfg.stage0.batch_size, AUS, device=device) < 0.3).float()
 
     def terms(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        bce = weighted_bce(model(normalize(batch[0])).float(), batch[1], selective_learning_weights(batch[1]))
+        bce = weighted_bce(model(images_to(batch[0], device)).float(), batch[1], selective_learning_weights(batch[1]))
         return {"bce": bce, "loss": bce}
 
     validation = Evaluation(np.full((2, AUS), 0.5), np.array([[1] * AUS, [0] * AUS]))

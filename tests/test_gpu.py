@@ -14,14 +14,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from clile_core.config import FeatureConfig, RunConfig, StageConfig, load_run_config
-from clile_core.data.images import FrameDataset, eval_transform
 from clile_core.features import FeatureStore, ResidentFeatures, for_training
-from clile_core.hardware import images_to
 from clile_core.training.common import BatchLoss, StageRun, evaluate_features, feature_batches, fit_on_features
-from clile_core.training.loop import NonFiniteLossError, autocast, fit
+from clile_core.training.loop import NonFiniteLossError, fit
+from clile_core.training.stage0 import _eval_loader, _map_images
 from clile_core.variants import get_variant
 
 CPU = torch.device("cpu")
@@ -138,12 +136,13 @@ def test_tiny_fold_on_cuda_bf16_agrees_with_fp32(tmp_path, capfd):
     from test_pipeline import SMALL
 
     cuda = torch.device("cuda")
-    runs = {}
+    runs, cfgs = {}, {}
     for precision in ("bf16", "fp32"):
         on = "true" if precision == "bf16" else "false"
-        cfg = load_run_config("synthetic", None, [*SMALL, *LONGER, "device=cuda", f"features.cache_dir={tmp_path / precision}",
-                                                  *(f"{s}.bf16={on}" for s in ("stage0", "stage1", "stage2"))])
-        run = runs[precision] = run_fold(cfg, get_variant("CL-ILE"), 1, tmp_path / precision)
+        cfgs[precision] = load_run_config("synthetic", None, [*SMALL, *LONGER, "device=cuda",
+                                                              f"features.cache_dir={tmp_path / precision}",
+                                                              *(f"{s}.bf16={on}" for s in ("stage0", "stage1", "stage2"))])
+        run = runs[precision] = run_fold(cfgs[precision], get_variant("CL-ILE"), 1, tmp_path / precision)
         labels = run.data.labels[run.data.split.test]
         baseline = 100 * f1_per_au(np.ones(labels.shape), labels)[1]
         for stage in ("stage0", "stage2"):
@@ -154,13 +153,10 @@ def test_tiny_fold_on_cuda_bf16_agrees_with_fp32(tmp_path, capfd):
     run = runs["fp32"]
     model = load_model(run.stages["stage2"].out_dir)
     net, rows = model.net.to(cuda), run.data.split.test
-    frames = FrameDataset(run.data.manifest, run.data.images_root, rows, labels=run.data.labels,
-                          transform=eval_transform(model.data_cfg))
-    probs = {}
-    for bf16 in (True, False):
-        with torch.no_grad(), autocast(cuda, bf16):
-            batches = [torch.sigmoid(net(images_to(pixels, cuda)).float()) for pixels, _, _ in DataLoader(frames, batch_size=256)]
-        probs[bf16] = torch.cat(batches).cpu().numpy()
+    # stage 0's evaluation path (its test loader, bf16 autocast or not), over the served stage-II predictor
+    probs = {bf16: _map_images(_eval_loader(run.data, rows, cfgs["fp32"], cuda), fn=lambda x: torch.sigmoid(net(x)),
+                               device=cuda, bf16=bf16)
+             for bf16 in (True, False)}
     f1 = {bf16: 100 * f1_per_au(p, run.data.labels[rows], model.threshold)[1] for bf16, p in probs.items()}
     assert abs(f1[True] - f1[False]) <= 2.0, f1
     assert np.abs(probs[True] - probs[False]).mean() <= 0.02
